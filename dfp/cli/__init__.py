@@ -1,0 +1,56 @@
+"""The `dfp` command: every subcommand registers itself on `app` from its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from dfp.cli.errors import CliError
+
+try:  # typer >= 0.26 vendors its own click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover - older typer on top of click
+    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[assignment]
+
+app = typer.Typer(
+    name="dfp",
+    help="Measure the Deep Frequency Principle: per-layer frequency ratios of trained networks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Measure the Deep Frequency Principle: per-layer frequency ratios of trained networks."""
+
+# Imported for their side effect of registering commands on `app`.
+from dfp.cli import analyze as _analyze  # noqa: E402,F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: usage and input errors become one line on stderr and exit status 2."""
+    try:
+        result = app(args=argv, prog_name="dfp", standalone_mode=False)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except NoArgsIsHelpError as exc:
+        print(exc.format_message(), file=sys.stderr)
+        return 2
+    except ClickException as exc:
+        print(f"error: {exc.format_message()}", file=sys.stderr)
+        return exc.exit_code
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        return 130
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    return int(result) if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

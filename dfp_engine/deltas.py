@@ -1,0 +1,88 @@
+"""Bandwidth grids: validation of explicit δ lists and the automatic grid from pairwise distances."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+# Pairs used to estimate the squared-distance distribution; exact below this size.
+AUTO_GRID_SAMPLE = 2048
+
+
+def validate_deltas(values: Sequence[float], *, name: str = "deltas") -> list[float]:
+    """Check a bandwidth list: at least 2 values, all finite and positive, no duplicates."""
+    out = [float(v) for v in values]
+    if len(out) < 2:
+        raise ValueError(f"{name} needs at least 2 values, got {len(out)}")
+    for v in out:
+        if not math.isfinite(v):
+            raise ValueError(f"{name} must be finite, got {v}")
+        if v <= 0:
+            raise ValueError(f"{name} must be positive, got {v}")
+    if len(set(out)) != len(out):
+        dupes = sorted({v for v in out if out.count(v) > 1})
+        raise ValueError(f"{name} contains duplicates: {dupes}")
+    return out
+
+
+def sorted_by_frequency(deltas: Sequence[float]) -> list[float]:
+    """δ sorted so that u = 1/δ ascends (δ descending): the order every result uses."""
+    return sorted(deltas, reverse=True)
+
+
+def resolve_deltas(
+    *,
+    deltas: Sequence[float] | None = None,
+    inverse_deltas: Sequence[float] | None = None,
+) -> list[float]:
+    """One explicit grid given as δ or as 1/δ, validated and sorted by u ascending."""
+    if (deltas is None) == (inverse_deltas is None):
+        raise ValueError("give exactly one of deltas or inverse_deltas")
+    if deltas is not None:
+        return sorted_by_frequency(validate_deltas(deltas, name="deltas"))
+    assert inverse_deltas is not None
+    inv = validate_deltas(inverse_deltas, name="inverse deltas")
+    return sorted_by_frequency([1.0 / u for u in inv])
+
+
+def squared_distance_sample(z: torch.Tensor, *, max_points: int = AUTO_GRID_SAMPLE) -> torch.Tensor:
+    """Pairwise squared distances (float64) of a seeded subset of rows: (s, s) with s ≤ max_points."""
+    n = z.shape[0]
+    if n > max_points:
+        gen = torch.Generator().manual_seed(0)
+        idx = torch.randperm(n, generator=gen)[:max_points].to(z.device)
+        z = z[idx]
+    z64 = z.to(torch.float64)
+    z64 = z64 - z64.mean(dim=0)
+    sq = (z64 * z64).sum(dim=1)
+    # (s, d) -> (s, s); clamp the expansion's rounding below zero
+    return (sq[:, None] + sq[None, :] - 2.0 * z64 @ z64.T).clamp_min_(0.0)
+
+
+def auto_deltas(z: torch.Tensor, m: int = 20) -> list[float]:
+    """A geometric grid of m δ spanning 'neighbours barely mix' to 'everything is averaged'.
+
+    With D the pairwise squared distances of the (normalised) features, the low end is
+    median nearest-neighbour D / 4 (a typical nearest neighbour weighs e^-2) and the high end
+    is 2 * max D (every pair weighs at least e^-0.25). Degenerate sets (all points equal)
+    fall back to 1e-3 .. 1e3.
+    """
+    if m < 2:
+        raise ValueError(f"the automatic grid needs at least 2 values, got {m}")
+    d2 = squared_distance_sample(z)
+    s = d2.shape[0]
+    top = float(d2.max()) if s > 1 else 0.0
+    if top <= 0.0:
+        lo, hi = 1e-3, 1e3
+    else:
+        off = d2 + torch.diag(torch.full((s,), math.inf, dtype=d2.dtype, device=d2.device))
+        nearest = off.min(dim=1).values
+        positive = nearest[nearest > 0]
+        nn = float(positive.median()) if positive.numel() else float(d2[d2 > 0].min())
+        lo, hi = nn / 4.0, 2.0 * top
+        if not lo < hi:
+            lo = hi / 1e3
+    ratio = (hi / lo) ** (1.0 / (m - 1))
+    return sorted_by_frequency([lo * ratio**k for k in range(m)])

@@ -1,0 +1,100 @@
+"""Result records of an experiment: plain pydantic models that serialise to JSON."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RunStatus = Literal["succeeded", "failed", "cancelled"]
+
+
+class ResultModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorInfo(ResultModel):
+    code: str = Field(..., description="Stable machine-readable reason, e.g. 'diverged'.")
+    message: str
+
+
+class LayerAnalysis(ResultModel):
+    """Frequency content of one layer's effective target function at one checkpoint."""
+
+    layer: str
+    dim: int
+    normalization: str
+    deltas: list[float]
+    inverse_deltas: list[float]
+    lfr: list[float]
+    rdf_inverse_deltas: list[float]
+    rdf: list[float]
+    peak_inverse_delta: float | None
+    mean_inverse_delta: float | None
+    e_low: list[float] | None = None
+    e_high: list[float] | None = None
+
+
+class Checkpoint(ResultModel):
+    epoch: int
+    step: int
+    layers: list[LayerAnalysis]
+
+
+class HistoryPoint(ResultModel):
+    epoch: int
+    step: int
+    train_loss: float
+    test_loss: float | None = None
+    train_accuracy: float | None = None
+    test_accuracy: float | None = None
+
+
+class RunResult(ResultModel):
+    """One training run (one sweep value) with its history and per-checkpoint analyses."""
+
+    index: int
+    sweep_value: Any = None
+    status: RunStatus
+    error: ErrorInfo | None = None
+    steps_to_target: int | None = None
+    epochs_to_target: int | None = None
+    n_train: int = 0
+    n_test: int = 0
+    n_analysis: int = 0
+    layer_names: list[str] = Field(default_factory=list)
+    history: list[HistoryPoint] = Field(default_factory=list)
+    checkpoints: list[Checkpoint] = Field(default_factory=list)
+    elapsed_seconds: float = 0.0
+    analysis_seconds: float = 0.0
+
+
+class SummaryRow(ResultModel):
+    """One sweep value against time-to-target and the summary layer's RDF peak per checkpoint."""
+
+    sweep_value: Any = None
+    status: RunStatus
+    steps_to_target: int | None = None
+    epochs_to_target: int | None = None
+    final_train_loss: float | None = None
+    layer: str | None = None
+    peak_inverse_delta_by_checkpoint: dict[str, float | None] = Field(default_factory=dict)
+
+
+class Environment(ResultModel):
+    seed: int
+    torch: str
+    device: str
+    dfp_version: str
+    spec_hash: str
+    python: str | None = None
+    numpy: str | None = None
+
+
+class ExperimentResult(ResultModel):
+    spec: dict[str, Any]
+    status: RunStatus
+    error: ErrorInfo | None = None
+    environment: Environment
+    runs: list[RunResult]
+    summary: list[SummaryRow] = Field(default_factory=list)
