@@ -27,8 +27,13 @@ app = typer.Typer(
 def _root() -> None:
     """Measure the Deep Frequency Principle: per-layer frequency ratios of trained networks."""
 
+
 # Imported for their side effect of registering commands on `app`.
 from dfp.cli import analyze as _analyze  # noqa: E402,F401
+from dfp.cli import db as _db  # noqa: E402,F401
+from dfp.cli import experiments as _experiments  # noqa: E402,F401
+from dfp.cli import keys as _keys  # noqa: E402,F401
+from dfp.cli import serve as _serve  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:

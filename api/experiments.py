@@ -1,0 +1,215 @@
+"""Routes of /v1/experiments: submit, list, read (with long-poll), results, CSV, cancel, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse
+
+from api.deps import DatabaseDep, OwnerDep, StateDep, UowDep
+from api.errors import error_responses
+from dfp.experiments import results as results_service
+from dfp.experiments import service
+from dfp.experiments.schemas import (
+    ExperimentCreate,
+    ExperimentPublic,
+    ExperimentsPublic,
+    JobStatus,
+    ResultsPublic,
+)
+from dfp.storage.database import Database
+
+router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
+
+MAX_WAIT_SECONDS = 60.0
+POLL_SECONDS = 0.25
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    operation_id="submitExperiment",
+    responses=error_responses(401, 409, 422, 503),
+)
+def submit_experiment(
+    body: ExperimentCreate,
+    response: Response,
+    uow: UowDep,
+    owner: OwnerDep,
+    state: StateDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=255,
+            description="Repeat a submission safely: the same key and body return the same job.",
+        ),
+    ] = None,
+) -> ExperimentPublic:
+    """Submit an experiment spec; its runs are queued for the workers."""
+    submission = service.submit(
+        uow,
+        owner,
+        body,
+        settings=state.settings,
+        dispatcher=state.dispatcher,
+        idempotency_key=idempotency_key,
+    )
+    response.headers["Location"] = f"/v1/experiments/{submission.job.id}"
+    if not submission.created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return service.experiment_public(uow.session, submission.job)
+
+
+@router.get(
+    "",
+    operation_id="listExperiments",
+    responses=error_responses(401, 422, 503),
+)
+def list_experiments(
+    uow: UowDep,
+    owner: OwnerDep,
+    status_: Annotated[
+        list[JobStatus] | None, Query(alias="status", description="Repeat to allow several.")
+    ] = None,
+    tag: Annotated[str | None, Query(max_length=64)] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> ExperimentsPublic:
+    """List your experiments, newest first, one page at a time."""
+    return service.list_experiments(
+        uow.session,
+        owner,
+        limit=limit,
+        cursor=cursor,
+        status=status_ or (),
+        tag=tag,
+        created_after=created_after,
+        created_before=created_before,
+    )
+
+
+def _load(db: Database, owner: str, experiment_id: uuid.UUID) -> ExperimentPublic:
+    with db.unit_of_work() as uow:
+        job = service.get_job(uow.session, owner, experiment_id)
+        return service.experiment_public(uow.session, job)
+
+
+def _status(db: Database, owner: str, experiment_id: uuid.UUID) -> str:
+    with db.unit_of_work() as uow:
+        return service.get_job(uow.session, owner, experiment_id).status
+
+
+@router.get(
+    "/{experiment_id}",
+    operation_id="getExperiment",
+    responses=error_responses(401, 404, 422, 503),
+)
+async def get_experiment(
+    experiment_id: uuid.UUID,
+    request: Request,
+    owner: OwnerDep,
+    db: DatabaseDep,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_SECONDS,
+            description="Seconds to wait for the status to change before answering (long-poll).",
+        ),
+    ] = 0,
+) -> ExperimentPublic:
+    """Status, progress, runs, spec and reproducibility metadata of one experiment."""
+    first = await run_in_threadpool(_load, db, owner, experiment_id)
+    if wait <= 0 or first.is_terminal:
+        return first
+    deadline = time.monotonic() + wait
+    while (remaining := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(POLL_SECONDS, remaining))
+        if await request.is_disconnected():
+            break
+        if await run_in_threadpool(_status, db, owner, experiment_id) != first.status:
+            break
+    return await run_in_threadpool(_load, db, owner, experiment_id)
+
+
+RunFilter = Annotated[list[int] | None, Query(description="Only these run indexes.")]
+LayerFilter = Annotated[list[str] | None, Query(description="Only these layers, e.g. hidden.2.")]
+EpochFilter = Annotated[list[int] | None, Query(description="Only these checkpoint epochs.")]
+
+
+@router.get(
+    "/{experiment_id}/results",
+    operation_id="getExperimentResults",
+    responses=error_responses(401, 404, 422, 503),
+)
+def get_results(
+    experiment_id: uuid.UUID,
+    uow: UowDep,
+    owner: OwnerDep,
+    run: RunFilter = None,
+    layer: LayerFilter = None,
+    epoch: EpochFilter = None,
+) -> ResultsPublic:
+    """The result: per run the history and per checkpoint and layer the LFR and RDF curves."""
+    return results_service.get_results(
+        uow.session, owner, experiment_id, runs=run or (), layers=layer or (), epochs=epoch or ()
+    )
+
+
+@router.get(
+    "/{experiment_id}/results.csv",
+    operation_id="getExperimentResultsCsv",
+    response_class=PlainTextResponse,
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "run, epoch, layer, δ, LFR, RDF rows"},
+        **error_responses(401, 404, 422, 503),
+    },
+)
+def get_results_csv(
+    experiment_id: uuid.UUID,
+    uow: UowDep,
+    owner: OwnerDep,
+    run: RunFilter = None,
+    layer: LayerFilter = None,
+    epoch: EpochFilter = None,
+) -> Response:
+    """The curves as one flat table (one row per run, checkpoint, layer and δ)."""
+    results = results_service.get_results(
+        uow.session, owner, experiment_id, runs=run or (), layers=layer or (), epochs=epoch or ()
+    )
+    return Response(
+        results_service.results_csv(results),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{experiment_id}.csv"'},
+    )
+
+
+@router.post(
+    "/{experiment_id}/cancel",
+    operation_id="cancelExperiment",
+    responses=error_responses(401, 404, 422, 503),
+)
+def cancel_experiment(experiment_id: uuid.UUID, uow: UowDep, owner: OwnerDep) -> ExperimentPublic:
+    """Cancel: queued runs end now, running ones at their next epoch, keeping partial results."""
+    job = service.cancel(uow, owner, experiment_id)
+    return service.experiment_public(uow.session, job)
+
+
+@router.delete(
+    "/{experiment_id}",
+    operation_id="deleteExperiment",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 404, 409, 422, 503),
+)
+def delete_experiment(experiment_id: uuid.UUID, uow: UowDep, owner: OwnerDep) -> Response:
+    """Delete a finished experiment and its results."""
+    service.delete(uow, owner, experiment_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

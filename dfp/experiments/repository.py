@@ -1,0 +1,140 @@
+"""Queries on jobs, runs, checkpoints and curves. No commits here: the caller's unit of work owns them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, delete, exists, func, or_, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from dfp.storage.models import (
+    TERMINAL_STATUSES,
+    Job,
+    JobTag,
+    LayerCurve,
+    Run,
+    RunCheckpoint,
+)
+from dfp.storage.types import utcnow
+
+UNFINISHED = ("queued", "running")
+
+
+def get_job(session: Session, job_id: uuid.UUID, owner: str | None = None) -> Job | None:
+    """A job with its tags; None if it does not exist or belongs to another owner."""
+    query = select(Job).options(selectinload(Job.tags)).where(Job.id == job_id)
+    if owner is not None:
+        query = query.where(Job.owner == owner)
+    return session.scalars(query).one_or_none()
+
+
+def get_job_by_idempotency_key(session: Session, owner: str, key: str) -> Job | None:
+    query = select(Job).where(Job.owner == owner, Job.idempotency_key == key)
+    return session.scalars(query.options(selectinload(Job.tags))).one_or_none()
+
+
+def count_unfinished(session: Session, owner: str) -> int:
+    query = select(func.count()).where(Job.owner == owner, Job.status.in_(UNFINISHED))
+    return int(session.scalar(query) or 0)
+
+
+def list_jobs(
+    session: Session,
+    owner: str,
+    *,
+    limit: int,
+    status: Collection[str] = (),
+    tag: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    after: tuple[datetime, uuid.UUID] | None = None,
+) -> Sequence[Job]:
+    """Newest first, keyset-paginated on (created_at, id)."""
+    query = select(Job).options(selectinload(Job.tags)).where(Job.owner == owner)
+    if status:
+        query = query.where(Job.status.in_(list(status)))
+    if tag is not None:
+        query = query.where(exists().where(JobTag.job_id == Job.id, JobTag.tag == tag))
+    if created_after is not None:
+        query = query.where(Job.created_at > created_after)
+    if created_before is not None:
+        query = query.where(Job.created_at < created_before)
+    if after is not None:
+        at, last_id = after
+        query = query.where(or_(Job.created_at < at, and_(Job.created_at == at, Job.id < last_id)))
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+    return session.scalars(query).all()
+
+
+def runs_of(session: Session, job_id: uuid.UUID) -> Sequence[Run]:
+    return session.scalars(select(Run).where(Run.job_id == job_id).order_by(Run.index)).all()
+
+
+def run_attempts(session: Session, job_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """The most attempts any run of each job has taken (listings show it without loading runs)."""
+    if not job_ids:
+        return {}
+    query = (
+        select(Run.job_id, func.max(Run.attempts))
+        .where(Run.job_id.in_(list(job_ids)))
+        .group_by(Run.job_id)
+    )
+    return {job_id: int(attempts or 0) for job_id, attempts in session.execute(query)}
+
+
+def lock_job(session: Session, job_id: uuid.UUID, *conditions: Any) -> bool:
+    """Take the job row's write lock (an UPDATE, which works on every backend) if it matches.
+
+    Every transaction that changes several rows of one job takes this lock first, so finishing
+    runs, cancels and the reconciler serialise per job and see each other's committed writes."""
+    result = session.execute(
+        update(Job).where(Job.id == job_id, *conditions).values(updated_at=utcnow())
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def curve_rows(
+    session: Session,
+    run_ids: Collection[int],
+    *,
+    layers: Collection[str] = (),
+    epochs: Collection[int] = (),
+) -> Sequence[Row[tuple[int, int, int, LayerCurve]]]:
+    """(run_id, epoch, step, curve) ordered by run, epoch and layer position."""
+    query = (
+        select(RunCheckpoint.run_id, RunCheckpoint.epoch, RunCheckpoint.step, LayerCurve)
+        .join(LayerCurve, LayerCurve.checkpoint_id == RunCheckpoint.id)
+        .where(RunCheckpoint.run_id.in_(list(run_ids)))
+        .order_by(RunCheckpoint.run_id, RunCheckpoint.epoch, LayerCurve.position)
+    )
+    if layers:
+        query = query.where(LayerCurve.layer.in_(list(layers)))
+    if epochs:
+        query = query.where(RunCheckpoint.epoch.in_(list(epochs)))
+    return session.execute(query).all()
+
+
+def stored_epochs(session: Session, run_id: int) -> set[int]:
+    query = select(RunCheckpoint.epoch).where(RunCheckpoint.run_id == run_id)
+    return set(session.scalars(query))
+
+
+def delete_checkpoints(
+    session: Session, run_id: int, epochs: Collection[int] | None = None
+) -> None:
+    query = delete(RunCheckpoint).where(RunCheckpoint.run_id == run_id)
+    if epochs is not None:
+        query = query.where(RunCheckpoint.epoch.in_(list(epochs)))
+    session.execute(query)
+
+
+def jobs_by_status(session: Session) -> dict[str, int]:
+    query = select(Job.status, func.count()).group_by(Job.status)
+    return {status: int(count) for status, count in session.execute(query)}
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL_STATUSES

@@ -1,0 +1,146 @@
+"""Reading stored results back: as the JSON document, as a flat CSV table, as engine objects."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections import defaultdict
+from collections.abc import Collection, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from dfp.experiments import repository
+from dfp.experiments.schemas import HistoryPointPublic, ResultsPublic, RunResultPublic
+from dfp.experiments.service import get_job
+from dfp.storage.models import TERMINAL_STATUSES, Job, LayerCurve, Run
+from dfp_engine.results import Checkpoint, ErrorInfo, LayerAnalysis, SummaryRow
+
+CSV_COLUMNS = (
+    "run",
+    "sweep_value",
+    "epoch",
+    "step",
+    "layer",
+    "delta",
+    "inverse_delta",
+    "lfr",
+    "rdf",
+)
+
+
+def layer_analysis(curve: LayerCurve) -> LayerAnalysis:
+    return LayerAnalysis(
+        layer=curve.layer,
+        dim=curve.dim,
+        normalization=curve.normalization,
+        peak_inverse_delta=curve.peak_inverse_delta,
+        mean_inverse_delta=curve.mean_inverse_delta,
+        **curve.curves,
+    )
+
+
+def _selected_runs(session: Session, job: Job, runs: Collection[int]) -> Sequence[Run]:
+    rows = repository.runs_of(session, job.id)
+    return [run for run in rows if not runs or run.index in runs]
+
+
+def _checkpoints_by_run(
+    session: Session,
+    run_rows: Sequence[Run],
+    layers: Collection[str],
+    epochs: Collection[int],
+) -> dict[int, list[Checkpoint]]:
+    """Stored checkpoints per run id, each with the selected layers in model order."""
+    grouped: dict[int, dict[int, tuple[int, list[LayerAnalysis]]]] = defaultdict(dict)
+    rows = repository.curve_rows(
+        session, [run.id for run in run_rows], layers=layers, epochs=epochs
+    )
+    for run_id, epoch, step, curve in rows:
+        _, analyses = grouped[run_id].setdefault(epoch, (step, []))
+        analyses.append(layer_analysis(curve))
+    return {
+        run_id: [
+            Checkpoint(epoch=epoch, step=step, layers=analyses)
+            for epoch, (step, analyses) in by_epoch.items()
+        ]
+        for run_id, by_epoch in grouped.items()
+    }
+
+
+def get_results(
+    session: Session,
+    owner: str,
+    job_id: uuid.UUID,
+    *,
+    runs: Collection[int] = (),
+    layers: Collection[str] = (),
+    epochs: Collection[int] = (),
+) -> ResultsPublic:
+    """The stored result, optionally narrowed to some runs, layers and epochs."""
+    job = get_job(session, owner, job_id)
+    run_rows = _selected_runs(session, job, runs)
+    checkpoints = _checkpoints_by_run(session, run_rows, layers, epochs)
+    terminal = job.status in TERMINAL_STATUSES
+    return ResultsPublic(
+        experiment_id=str(job.id),
+        status=job.status,  # type: ignore[arg-type]
+        is_terminal=terminal,
+        partial=not terminal,
+        spec=job.spec,
+        runs=[run_result_public(run, checkpoints.get(run.id, [])) for run in run_rows],
+        summary=[SummaryRow.model_validate(row) for row in job.summary or []],
+    )
+
+
+def run_result_public(run: Run, checkpoints: list[Checkpoint]) -> RunResultPublic:
+    return RunResultPublic(
+        index=run.index,
+        sweep_value=run.sweep_value,
+        status=run.status,  # type: ignore[arg-type]
+        error=ErrorInfo(code=run.error_code, message=run.error_message or "")
+        if run.error_code
+        else None,
+        steps_to_target=run.steps_to_target,
+        epochs_to_target=run.epochs_to_target,
+        n_train=run.n_train,
+        n_test=run.n_test,
+        n_analysis=run.n_analysis,
+        layer_names=list(run.layer_names),
+        history=[HistoryPointPublic.model_validate(point) for point in run.history],
+        checkpoints=checkpoints,
+        elapsed_seconds=run.elapsed_seconds,
+        analysis_seconds=run.analysis_seconds,
+        environment=run.environment,
+    )
+
+
+def csv_rows(results: ResultsPublic) -> Iterator[tuple[Any, ...]]:
+    """One row per (run, checkpoint, layer, δ); the RDF is empty where it is undefined (first δ)."""
+    for run in results.runs:
+        for checkpoint in run.checkpoints:
+            for layer in checkpoint.layers:
+                rdf = dict(zip(layer.rdf_inverse_deltas, layer.rdf, strict=True))
+                for delta, inverse, lfr in zip(
+                    layer.deltas, layer.inverse_deltas, layer.lfr, strict=True
+                ):
+                    yield (
+                        run.index,
+                        "" if run.sweep_value is None else run.sweep_value,
+                        checkpoint.epoch,
+                        checkpoint.step,
+                        layer.layer,
+                        repr(delta),
+                        repr(inverse),
+                        repr(lfr),
+                        repr(rdf[inverse]) if inverse in rdf else "",
+                    )
+
+
+def results_csv(results: ResultsPublic) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(csv_rows(results))
+    return out.getvalue()

@@ -1,0 +1,145 @@
+"""Executing one run: claim, run the engine with progress/cancel/checkpoint callbacks, store.
+
+The monitor thread owns all periodic database traffic (heartbeat, throttled progress, the cancel
+flag), so the training loop never waits on the database except to store a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import threading
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from dfp.experiments import lifecycle
+from dfp.experiments.lifecycle import Lease, ProgressReport
+from dfp.storage.database import Database
+from dfp_engine.results import Checkpoint, ErrorInfo, RunResult
+from dfp_engine.spec import ExperimentSpec
+from worker.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+
+class RunMonitor:
+    """Heartbeats, flushes the latest progress and watches the cancel flag every `interval` s."""
+
+    def __init__(self, db: Database, lease: Lease, interval: float) -> None:
+        self.db = db
+        self.lease = lease
+        self.interval = interval
+        self._latest: ProgressReport | None = None
+        self._written: ProgressReport | None = None
+        self._stop = threading.Event()
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="dfp-run-monitor", daemon=True)
+
+    def __enter__(self) -> RunMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=max(5.0, 2 * self.interval))
+
+    def report(self, progress: ProgressReport) -> None:
+        self._latest = progress  # one reference swap: no lock needed
+
+    def should_cancel(self) -> bool:
+        return self._cancel.is_set()
+
+    def store_checkpoint(self, checkpoint: Checkpoint) -> None:
+        with self.db.unit_of_work() as uow:
+            if not lifecycle.store_checkpoint(uow.session, self.lease, checkpoint):
+                self._cancel.set()  # the lease is gone: stop working for nothing
+
+    def _loop(self) -> None:
+        while True:
+            self._beat()
+            if self._stop.wait(self.interval):
+                return
+
+    def _beat(self) -> None:
+        latest = self._latest
+        progress = latest if latest is not self._written else None
+        try:
+            with self.db.unit_of_work() as uow:
+                reply = lifecycle.heartbeat(uow.session, self.lease, progress)
+        except Exception:
+            log.exception("heartbeat of run %s failed; retrying", self.lease.run_id)
+            return
+        self._written = latest
+        if not reply.lease_valid or reply.cancel_requested:
+            self._cancel.set()
+
+
+def _progress(report: Any) -> ProgressReport:
+    return ProgressReport(
+        epoch=report.epoch,
+        epochs=report.epochs,
+        step=report.step,
+        train_loss=report.train_loss,
+        fraction=report.fraction,
+        message=report.message,
+    )
+
+
+def execute(ctx: WorkerContext, run_id: int) -> None:
+    """The whole task body; every failure ends as a stored run status, never a lost job."""
+    from dfp_engine import runner
+
+    with ctx.db.unit_of_work() as uow:
+        lease = lifecycle.claim_run(
+            uow.session, run_id, worker=ctx.worker_name, settings=ctx.settings
+        )
+    if lease is None:
+        log.info("run %s: nothing to do (already taken, finished or cancelled)", run_id)
+        return
+    log.info("run %s: attempt %s started", run_id, lease.attempt)
+    spec = ExperimentSpec.model_validate(lease.spec)
+    with RunMonitor(ctx.db, lease, ctx.settings.heartbeat_seconds) as monitor:
+        try:
+            result = runner.run_one(
+                spec,
+                lease.index,
+                on_progress=lambda p: monitor.report(_progress(p)),
+                should_cancel=monitor.should_cancel,
+                on_checkpoint=lambda _index, checkpoint: monitor.store_checkpoint(checkpoint),
+            )
+        except ValueError as exc:
+            result = _failed(lease, "invalid_spec", str(exc))
+        except SoftTimeLimitExceeded:
+            limit = ctx.settings.job_soft_time_limit
+            result = _failed(lease, "time_limit", f"stopped after the time limit of {limit} s")
+        except Exception as exc:
+            log.exception("run %s: the engine raised", run_id)
+            result = _failed(lease, "internal_error", f"{type(exc).__name__}: {exc}")
+    environment = _environment(spec.run_spec(lease.sweep_value), ctx)
+    with ctx.db.unit_of_work() as uow:
+        stored = lifecycle.finish_run(uow.session, lease, result, environment)
+    log.info("run %s: %s%s", run_id, result.status, "" if stored else " (lease lost; discarded)")
+
+
+def _failed(lease: Lease, code: str, message: str) -> RunResult:
+    return RunResult(
+        index=lease.index,
+        sweep_value=lease.sweep_value,
+        status="failed",
+        error=ErrorInfo(code=code, message=message),
+    )
+
+
+def _environment(spec: ExperimentSpec, ctx: WorkerContext) -> dict[str, Any]:
+    from dfp_engine import runner
+
+    device = spec.training.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    environment = runner.environment(spec, device).model_dump()
+    environment["worker_host"] = ctx.worker_name
+    environment.setdefault("python", platform.python_version())
+    return environment
