@@ -32,7 +32,9 @@ class SpecModel(BaseModel):
 class DatasetCommon(SpecModel):
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Share held out for testing.")
     scaling: InputScaling = Field("none", description="Input scaling, fitted on the train split.")
-    max_train_samples: int | None = Field(None, ge=2, description="Seeded subset of the train split.")
+    max_train_samples: int | None = Field(
+        None, ge=2, description="Seeded subset of the train split."
+    )
     seed: int = Field(0, ge=0, description="Seed for generation, splitting and subsetting.")
 
 
@@ -147,7 +149,7 @@ class CNNModel(SpecModel):
 
 
 class ResNetModel(SpecModel):
-    """CIFAR ResNet18; `variant` k removes the k deepest residual stages, the head stays the same."""
+    """CIFAR ResNet18; `variant` k drops the k deepest residual stages, the head stays the same."""
 
     kind: Literal["resnet"] = "resnet"
     variant: int = Field(0, ge=0, le=3)
@@ -250,7 +252,9 @@ class AnalysisSpec(SpecModel):
 
 
 class SweepSpec(SpecModel):
-    field: str = Field(..., min_length=1, max_length=200, description="Dotted path, e.g. model.depth.")
+    field: str = Field(
+        ..., min_length=1, max_length=200, description="Dotted path, e.g. model.depth."
+    )
     values: list[Any] = Field(..., min_length=1, max_length=1000)
 
 

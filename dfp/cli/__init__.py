@@ -27,6 +27,7 @@ app = typer.Typer(
 def _root() -> None:
     """Measure the Deep Frequency Principle: per-layer frequency ratios of trained networks."""
 
+
 # Imported for their side effect of registering commands on `app`.
 from dfp.cli import analyze as _analyze  # noqa: E402,F401
 
@@ -50,7 +51,3 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:
         return int(exc.exit_code)
     return int(result) if isinstance(result, int) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

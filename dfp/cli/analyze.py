@@ -53,9 +53,7 @@ def analyze(
         Path, typer.Argument(help="Labels: 1-D integers = classes, floats = real targets.")
     ],
     deltas: Annotated[str | None, typer.Option(help="Comma-separated δ values.")] = None,
-    inverse_deltas: Annotated[
-        str | None, typer.Option(help="Comma-separated 1/δ values.")
-    ] = None,
+    inverse_deltas: Annotated[str | None, typer.Option(help="Comma-separated 1/δ values.")] = None,
     auto_deltas: Annotated[
         int | None, typer.Option(help="Automatic grid of M values (default 20).")
     ] = None,
@@ -75,7 +73,10 @@ def analyze(
     if sum(x is not None for x in (deltas, inverse_deltas, auto_deltas)) > 1:
         fail("give only one of --deltas, --inverse-deltas and --auto-deltas")
     if normalize not in NORMALIZATION_MODES:
-        fail(f"--normalize: unknown mode '{normalize}'; expected one of {', '.join(NORMALIZATION_MODES)}")
+        fail(
+            f"--normalize: unknown mode '{normalize}'; "
+            f"expected one of {', '.join(NORMALIZATION_MODES)}"
+        )
     if block_size is not None and block_size < 1:
         fail(f"--block-size must be positive, got {block_size}")
     if auto_deltas is not None and auto_deltas < 2:
@@ -114,7 +115,9 @@ def analyze(
     if plot is not None:
         from dfp.figures import plot_frequency
 
-        plot_frequency(result, plot, title=f"{features.name}: n = {result.n_samples}, d = {result.dim}")
+        plot_frequency(
+            result, plot, title=f"{features.name}: n = {result.n_samples}, d = {result.dim}"
+        )
     if as_json:
         sys.stdout.write(payload + "\n")
     else:

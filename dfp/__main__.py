@@ -1,0 +1,7 @@
+"""`python -m dfp` runs the command line."""
+
+import sys
+
+from dfp.cli import main
+
+sys.exit(main())
