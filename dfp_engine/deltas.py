@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where used, so the spec module stays light to import
+    import torch
 
 # Pairs used to estimate the squared-distance distribution; exact below this size.
 AUTO_GRID_SAMPLE = 2048
@@ -49,6 +51,8 @@ def resolve_deltas(
 
 def squared_distance_sample(z: torch.Tensor, *, max_points: int = AUTO_GRID_SAMPLE) -> torch.Tensor:
     """Pairwise squared distances (float64) of a seeded row subset: (s, s), s ≤ max_points."""
+    import torch
+
     n = z.shape[0]
     if n > max_points:
         gen = torch.Generator().manual_seed(0)
@@ -70,6 +74,8 @@ def auto_deltas(z: torch.Tensor, m: int = 20) -> list[float]:
     e^-0.25, so LFR is near its δ → ∞ limit). Degenerate sets (all points equal)
     fall back to 1e-3 .. 1e3.
     """
+    import torch
+
     if m < 2:
         raise ValueError(f"the automatic grid needs at least 2 values, got {m}")
     d2 = squared_distance_sample(z)
