@@ -1,7 +1,5 @@
 """`python -m dfp` runs the command line."""
 
-import sys
+from dfp.cli import run
 
-from dfp.cli import main
-
-sys.exit(main())
+run()

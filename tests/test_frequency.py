@@ -283,3 +283,24 @@ def test_cuda_matches_cpu(data: tuple[np.ndarray, np.ndarray]) -> None:
     gpu = analyze_frequency(z, labels, deltas=DELTAS, dtype=torch.float64, device="cuda")
     np.testing.assert_allclose(gpu.lfr, cpu.lfr, atol=1e-12)
     assert gpu.device.startswith("cuda")
+
+
+def test_thread_split_does_not_change_the_sums(data: tuple[np.ndarray, np.ndarray]) -> None:
+    from dfp_engine.lowpass import lowpass_sums
+
+    z, labels = data
+    zt, y = torch.as_tensor(z, dtype=torch.float64), torch.eye(3, dtype=torch.float64)[labels]
+    one = lowpass_sums(zt, y, DELTAS, block_size=16, dtype=torch.float64, threads=1)
+    three = lowpass_sums(zt, y, DELTAS, block_size=16, dtype=torch.float64, threads=3)
+    torch.testing.assert_close(three.values, one.values, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(three.weights, one.weights, rtol=1e-13, atol=1e-13)
+    assert torch.get_num_threads() >= 1  # the op-thread setting is restored afterwards
+
+
+def test_progress_reports_rise_to_one(data: tuple[np.ndarray, np.ndarray]) -> None:
+    z, labels = data
+    seen: list[float] = []
+    analyze_frequency(z, labels, deltas=DELTAS, block_size=8, on_progress=seen.append)
+    assert seen == sorted(seen)
+    assert seen[-1] == 1.0
+    assert len(seen) > 3
