@@ -290,11 +290,12 @@ def test_thread_split_does_not_change_the_sums(data: tuple[np.ndarray, np.ndarra
 
     z, labels = data
     zt, y = torch.as_tensor(z, dtype=torch.float64), torch.eye(3, dtype=torch.float64)[labels]
+    before = torch.get_num_threads()
     one = lowpass_sums(zt, y, DELTAS, block_size=16, dtype=torch.float64, threads=1)
     three = lowpass_sums(zt, y, DELTAS, block_size=16, dtype=torch.float64, threads=3)
     torch.testing.assert_close(three.values, one.values, rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(three.weights, one.weights, rtol=1e-13, atol=1e-13)
-    assert torch.get_num_threads() >= 1  # the op-thread setting is restored afterwards
+    assert torch.get_num_threads() == before  # the op-thread setting is restored afterwards
 
 
 def test_progress_reports_rise_to_one(data: tuple[np.ndarray, np.ndarray]) -> None:
