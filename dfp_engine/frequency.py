@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ class RatioDensity:
 
 @dataclass(frozen=True)
 class FrequencyResult:
-    """Frequency content of one sampled function {(z_i, y_i)}; lists are ordered by 1/δ ascending."""
+    """Frequency content of a sampled function {(z_i, y_i)}; lists are ordered by 1/δ ascending."""
 
     deltas: list[float]
     inverse_deltas: list[float]
@@ -87,7 +88,7 @@ def as_features(features: ArrayLike) -> torch.Tensor:
 def ratio_density(deltas: Sequence[float], lfr: Sequence[float]) -> RatioDensity:
     """RDF(u_j) = (LFR_j - LFR_{j-1}) / (u_j - u_{j-1}) on δ sorted by u = 1/δ ascending."""
     u = [1.0 / d for d in deltas]
-    if any(b <= a for a, b in zip(u, u[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(u)):
         raise ValueError("deltas must be sorted so that 1/δ strictly ascends")
     rdf = [(lfr[j] - lfr[j - 1]) / (u[j] - u[j - 1]) for j in range(1, len(u))]
     right = u[1:]

@@ -149,7 +149,7 @@ class CNNModel(SpecModel):
 
 
 class ResNetModel(SpecModel):
-    """CIFAR ResNet18; `variant` k removes the k deepest residual stages, the head stays the same."""
+    """CIFAR ResNet18; `variant` k drops the k deepest residual stages, the head stays the same."""
 
     kind: Literal["resnet"] = "resnet"
     variant: int = Field(0, ge=0, le=3)

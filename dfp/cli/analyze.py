@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,8 +13,10 @@ from dfp.cli import app
 from dfp.cli.arrays import load_array
 from dfp.cli.errors import fail
 from dfp.cli.progress import progress_callback
-from dfp_engine.frequency import FrequencyResult, analyze_frequency
 from dfp_engine.normalization import NORMALIZATION_MODES
+
+if TYPE_CHECKING:
+    from dfp_engine.frequency import FrequencyResult
 
 
 def parse_float_list(text: str, option: str) -> list[float]:
@@ -74,7 +76,8 @@ def analyze(
         fail("give only one of --deltas, --inverse-deltas and --auto-deltas")
     if normalize not in NORMALIZATION_MODES:
         fail(
-            f"--normalize: unknown mode '{normalize}'; expected one of {', '.join(NORMALIZATION_MODES)}"
+            f"--normalize: unknown mode '{normalize}'; "
+            f"expected one of {', '.join(NORMALIZATION_MODES)}"
         )
     if block_size is not None and block_size < 1:
         fail(f"--block-size must be positive, got {block_size}")
@@ -87,6 +90,8 @@ def analyze(
     x = load_array(features, "features")
     y = load_array(labels, "labels")
     p = load_array(predictions, "predictions") if predictions is not None else None
+    from dfp_engine.frequency import analyze_frequency  # torch loads only when needed
+
     try:
         with progress_callback("analysing", enabled=not as_json) as on_progress:
             result = analyze_frequency(

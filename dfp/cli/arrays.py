@@ -24,7 +24,7 @@ def load_array(path: Path, role: str) -> np.ndarray:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
+            array = np.asarray(np.load(path, allow_pickle=False))
         elif suffix == ".npz":
             array = _from_npz(path, role)
         elif suffix == ".csv":

@@ -6,8 +6,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
 
 @contextmanager
 def progress_callback(label: str, *, enabled: bool = True) -> Iterator[Callable[[float], None]]:
@@ -15,6 +13,8 @@ def progress_callback(label: str, *, enabled: bool = True) -> Iterator[Callable[
     if not (enabled and sys.stderr.isatty()):
         yield lambda fraction: None
         return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
