@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.state import AppState
-from dfp.errors import Unauthenticated
+from dfp.errors import UnauthenticatedError
 from dfp.keys.service import authenticate
 from dfp.settings import Settings
 from dfp.storage.database import Database, UnitOfWork
@@ -57,13 +57,15 @@ def current_owner(
     db: DatabaseDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> str:
-    """The owner of the presented bearer key (a short session of its own, so long polls hold none)."""
+    """The owner of the presented bearer key.
+
+    It uses a short session of its own, so a long poll holds no database connection."""
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
+        raise UnauthenticatedError("missing API key: send 'Authorization: Bearer <key>'")
     with db.unit_of_work() as uow:
         owner = authenticate(uow.session, credentials.credentials)
     if owner is None:
-        raise Unauthenticated("invalid or revoked API key")
+        raise UnauthenticatedError("invalid or revoked API key")
     return owner
 
 

@@ -1,4 +1,4 @@
-"""One error shape for every failure, `{"error": {"code", "message", "details"}}`, declared in OpenAPI."""
+"""One error shape for every failure, `{"error": {"code", "message", "details"}}`, in OpenAPI."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dfp.errors import DfpError, ServiceUnavailable
+from dfp.errors import DfpError, ServiceUnavailableError
 from dfp_engine.spec import DatasetSpec, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     log.warning("database unavailable: %s", getattr(exc, "orig", exc))
     return _error_response(
-        ServiceUnavailable(
+        ServiceUnavailableError(
             "the database is unavailable; retry shortly", code="database_unavailable"
         )
     )

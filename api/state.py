@@ -7,7 +7,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from dfp.errors import ServiceUnavailable
+from dfp.errors import ServiceUnavailableError
 from dfp.settings import Settings
 from dfp.storage.database import Database
 from dfp.storage.migrate import SchemaState, schema_state
@@ -52,10 +52,10 @@ class SchemaGate:
         if self.state is not None and self.state.is_current:
             return
         if self.state is None:
-            raise ServiceUnavailable(
+            raise ServiceUnavailableError(
                 self.error or "database unreachable", code="database_unavailable"
             )
-        raise ServiceUnavailable(self.state.describe(), code="schema_outdated")
+        raise ServiceUnavailableError(self.state.describe(), code="schema_outdated")
 
 
 @dataclass

@@ -6,8 +6,8 @@
         job = dfp.wait(job.id, timeout=600)
         result = dfp.results(job.id, layer=["hidden.1"])
 
-Errors come back as the server's typed errors (`dfp.errors.NotFound`, `LimitExceeded`, ...)
-carrying its message, code and details.
+Errors come back as the server's typed errors (`dfp.errors.NotFoundError`,
+`LimitExceededError`, ...) carrying its message, code and details.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from dfp.errors import ERRORS_BY_CODE, ERRORS_BY_STATUS, DfpError, ServiceUnavailable
+from dfp.errors import ERRORS_BY_CODE, ERRORS_BY_STATUS, DfpError, ServiceUnavailableError
 from dfp.experiments.schemas import (
     ExperimentPublic,
     ExperimentsPublic,
@@ -34,7 +34,7 @@ from dfp_engine.spec import ExperimentSpec, load_spec
 SpecLike = ExperimentSpec | Mapping[str, Any] | str | Path
 
 
-class WaitTimeout(DfpError):
+class WaitTimeoutError(DfpError):
     """`wait` gave up before the experiment reached a terminal state."""
 
     code = "wait_timeout"
@@ -85,7 +85,7 @@ class Client:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise ServiceUnavailable(
+            raise ServiceUnavailableError(
                 f"cannot reach the dfp server at {self.url}: {exc}", code="unreachable"
             ) from exc
         if response.is_success:
@@ -139,7 +139,7 @@ class Client:
             if experiment.is_terminal:
                 return experiment
             if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(
+                raise WaitTimeoutError(
                     f"experiment {experiment_id} is still {experiment.status} after {timeout} s",
                     details={"status": experiment.status},
                 )

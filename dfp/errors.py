@@ -1,7 +1,7 @@
 """Typed errors shared by the service and the client; each carries its HTTP status and code.
 
 The API renders them as `{"error": {"code", "message", "details"}}`; the client turns such a
-response back into the same class, so a script can `except NotFound:` on either side.
+response back into the same class, so a script can `except NotFoundError:` on either side.
 """
 
 from __future__ import annotations
@@ -35,49 +35,49 @@ class DfpError(Exception):
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
 
 
-class InvalidRequest(DfpError):
+class InvalidRequestError(DfpError):
     status_code = 422
     code = "validation_error"
 
 
-class LimitExceeded(InvalidRequest):
+class LimitExceededError(InvalidRequestError):
     """A spec over one of the server's limits; `details.limit` names it."""
 
     code = "limit_exceeded"
 
 
-class Unauthenticated(DfpError):
+class UnauthenticatedError(DfpError):
     status_code = 401
     code = "unauthenticated"
 
 
-class NotFound(DfpError):
+class NotFoundError(DfpError):
     status_code = 404
     code = "not_found"
 
 
-class Conflict(DfpError):
+class ConflictError(DfpError):
     status_code = 409
     code = "conflict"
 
 
-class IdempotencyConflict(Conflict):
+class IdempotencyConflictError(ConflictError):
     code = "idempotency_conflict"
 
 
-class ServiceUnavailable(DfpError):
+class ServiceUnavailableError(DfpError):
     status_code = 503
     code = "unavailable"
 
 
 ERRORS_BY_CODE: dict[str, type[DfpError]] = {
-    "limit_exceeded": LimitExceeded,
-    "idempotency_conflict": IdempotencyConflict,
+    "limit_exceeded": LimitExceededError,
+    "idempotency_conflict": IdempotencyConflictError,
 }
 ERRORS_BY_STATUS: dict[int, type[DfpError]] = {
-    401: Unauthenticated,
-    404: NotFound,
-    409: Conflict,
-    422: InvalidRequest,
-    503: ServiceUnavailable,
+    401: UnauthenticatedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: InvalidRequestError,
+    503: ServiceUnavailableError,
 }

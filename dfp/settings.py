@@ -1,4 +1,4 @@
-"""The one settings object of the service, the worker and the client: `DFP_*` environment variables."""
+"""The one settings object of service, worker and client, read from `DFP_*` variables."""
 
 from __future__ import annotations
 

@@ -139,7 +139,7 @@ def _environment(spec: ExperimentSpec, ctx: WorkerContext) -> dict[str, Any]:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    environment = runner.environment(spec, device).model_dump()
+    environment: dict[str, Any] = runner.environment(spec, device).model_dump()
     environment["worker_host"] = ctx.worker_name
     environment.setdefault("python", platform.python_version())
     return environment

@@ -1,4 +1,4 @@
-"""The worker's Celery app (`celery -A worker.main worker`, or `dfp worker`): tasks and reconciler."""
+"""The worker's Celery app (`dfp worker`, or `celery -A worker.main worker`)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 from celery import bootsteps
 
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 class ReconcilerStep(bootsteps.StartStopStep):  # type: ignore[misc]
     """Runs the reconciler in the worker's main process while the worker runs."""
 
-    requires = {"celery.worker.components:Pool"}
+    requires: ClassVar[set[str]] = {"celery.worker.components:Pool"}
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)

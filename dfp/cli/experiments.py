@@ -145,12 +145,13 @@ def results(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Print the results as JSON (partial while running) or, with --csv, as a table."""
-    filters = {"run": run or [], "layer": layer or [], "epoch": epoch or []}
+    runs, layers, epochs = run or [], layer or [], epoch or []
     with connect(url, api_key) as client:
         if csv:
-            text = client.results_csv(experiment_id, **filters)
+            text = client.results_csv(experiment_id, run=runs, layer=layers, epoch=epochs)
         else:
-            text = client.results(experiment_id, **filters).model_dump_json(indent=2) + "\n"
+            result = client.results(experiment_id, run=runs, layer=layers, epoch=epochs)
+            text = result.model_dump_json(indent=2) + "\n"
     if out is None:
         sys.stdout.write(text)
         return

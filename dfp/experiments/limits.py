@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dfp.errors import InvalidRequest, LimitExceeded
+from dfp.errors import InvalidRequestError, LimitExceededError
 from dfp.settings import Settings
 from dfp_engine.spec import (
     CNNModel,
@@ -68,7 +68,7 @@ def measures(spec: ExperimentSpec) -> list[Measure]:
 
 
 def check_spec_limits(spec: ExperimentSpec, settings: Settings) -> None:
-    """Raise LimitExceeded for the first limit a run of `spec` exceeds."""
+    """Raise LimitExceededError for the first limit a run of `spec` exceeds."""
     values = spec.run_values()
     if len(values) > settings.max_sweep_size:
         raise _exceeded(Measure("max_sweep_size", "sweep.values", len(values)), settings, None)
@@ -95,13 +95,13 @@ def check_dataset_path(spec: ExperimentSpec, settings: Settings) -> None:
     path = Path(raw).expanduser()
     if not path.is_absolute():
         # Workers and the API run in different directories: only absolute paths mean one file.
-        raise InvalidRequest(
+        raise InvalidRequestError(
             f"{field}: '{raw}' must be an absolute path on the server", details={"field": field}
         )
     resolved = path.resolve()
     if not any(resolved.is_relative_to(root) for root in roots):
         allowed = ", ".join(str(root) for root in roots)
-        raise InvalidRequest(
+        raise InvalidRequestError(
             f"{field}: '{raw}' is outside the server's dataset folders ({allowed}; "
             "DFP_DATASET_ROOTS)",
             details={"field": field, "allowed": [str(root) for root in roots]},
@@ -110,7 +110,7 @@ def check_dataset_path(spec: ExperimentSpec, settings: Settings) -> None:
 
 def _exceeded(
     measure: Measure, settings: Settings, sweep: tuple[int, str, Any] | None
-) -> LimitExceeded:
+) -> LimitExceededError:
     maximum = getattr(settings, measure.limit)
     prefix = "" if sweep is None else f"run {sweep[0]} ({sweep[1]} = {sweep[2]!r}): "
     message = (
@@ -123,4 +123,4 @@ def _exceeded(
         "value": measure.value,
         "maximum": maximum,
     }
-    return LimitExceeded(message, details=details)
+    return LimitExceededError(message, details=details)

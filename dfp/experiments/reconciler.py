@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from dfp.experiments import lifecycle
@@ -43,7 +44,7 @@ def reconcile(
         with db.unit_of_work() as uow:
             resend = lifecycle.recover_lost_run(uow.session, run_id, settings)
             if resend is not None:
-                uow.after_commit(lambda r=resend: dispatcher.send_run(r.run_id, r.queue))
+                uow.after_commit(partial(dispatcher.send_run, resend.run_id, resend.queue))
                 report.requeued.append(run_id)
                 log.warning("run %s lost its worker; requeued", run_id)
 
@@ -65,7 +66,7 @@ def reconcile(
             with db.unit_of_work() as uow:
                 resend = lifecycle.resend_queued_run(uow.session, run_id, settings)
                 if resend is not None:
-                    uow.after_commit(lambda r=resend: dispatcher.send_run(r.run_id, r.queue))
+                    uow.after_commit(partial(dispatcher.send_run, resend.run_id, resend.queue))
                     report.resent.append(run_id)
                     log.warning("run %s was queued without a message; sent again", run_id)
     return report

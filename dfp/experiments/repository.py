@@ -1,4 +1,4 @@
-"""Queries on jobs, runs, checkpoints and curves. No commits here: the caller's unit of work owns them."""
+"""Queries on jobs, runs, checkpoints and curves; commits belong to the caller's unit of work."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def curve_rows(
     *,
     layers: Collection[str] = (),
     epochs: Collection[int] = (),
-) -> Sequence[Row[tuple[int, int, int, LayerCurve]]]:
+) -> Sequence[Row[int, int, int, LayerCurve]]:
     """(run_id, epoch, step, curve) ordered by run, epoch and layer position."""
     query = (
         select(RunCheckpoint.run_id, RunCheckpoint.epoch, RunCheckpoint.step, LayerCurve)

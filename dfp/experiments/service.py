@@ -16,7 +16,13 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from dfp.errors import Conflict, IdempotencyConflict, InvalidRequest, LimitExceeded, NotFound
+from dfp.errors import (
+    ConflictError,
+    IdempotencyConflictError,
+    InvalidRequestError,
+    LimitExceededError,
+    NotFoundError,
+)
 from dfp.experiments import lifecycle, repository
 from dfp.experiments.limits import check_spec_limits
 from dfp.experiments.schemas import (
@@ -78,7 +84,7 @@ def submit(
     try:
         spec = body.to_spec()
     except ValidationError as exc:
-        raise InvalidRequest(str(exc.errors()[0]["msg"])) from exc
+        raise InvalidRequestError(str(exc.errors()[0]["msg"])) from exc
     check_spec_limits(spec, settings)
     callback_url = str(body.callback_url) if body.callback_url is not None else None
     fingerprint = request_hash(spec, body.tags, callback_url)
@@ -88,7 +94,7 @@ def submit(
         if existing is not None:
             return Submission(_replay(existing, fingerprint), created=False)
     if repository.count_unfinished(session, owner) >= settings.max_concurrent_jobs:
-        raise LimitExceeded(
+        raise LimitExceededError(
             f"{owner} already has {settings.max_concurrent_jobs} unfinished experiments, "
             f"the limit max_concurrent_jobs (DFP_MAX_CONCURRENT_JOBS); wait or cancel one",
             details={"limit": "max_concurrent_jobs", "maximum": settings.max_concurrent_jobs},
@@ -146,7 +152,7 @@ def _sender(dispatcher: RunDispatcher, run_id: int, queue: str) -> Any:
 
 def _replay(existing: Job, fingerprint: str) -> Job:
     if existing.request_hash != fingerprint:
-        raise IdempotencyConflict(
+        raise IdempotencyConflictError(
             "this Idempotency-Key was already used with a different request body",
             details={"experiment_id": str(existing.id)},
         )
@@ -156,7 +162,7 @@ def _replay(existing: Job, fingerprint: str) -> Job:
 def get_job(session: Session, owner: str, job_id: uuid.UUID) -> Job:
     job = repository.get_job(session, job_id, owner)
     if job is None:
-        raise NotFound(f"no experiment {job_id}")
+        raise NotFoundError(f"no experiment {job_id}")
     return job
 
 
@@ -242,7 +248,7 @@ def run_public(run: Run) -> RunPublic:
 
 def reproducibility_public(job: Job, runs: Sequence[Run]) -> ReproducibilityPublic:
     """Seed and spec hash from the spec; versions, device and host from the first run that ran."""
-    environment: dict[str, Any] = next((r.environment for r in runs if r.environment), None) or {}
+    environment = next((r.environment for r in runs if r.environment), None) or {}
     seed = job.spec.get("training", {}).get("seed")
     return ReproducibilityPublic(
         seed=environment.get("seed", seed),
@@ -274,7 +280,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         created_at, job_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
         return datetime.fromisoformat(created_at), uuid.UUID(job_id)
     except (ValueError, TypeError) as exc:
-        raise InvalidRequest(
+        raise InvalidRequestError(
             "cursor: not a cursor this server issued", details={"field": "cursor"}
         ) from exc
 
@@ -348,7 +354,7 @@ def delete(uow: UnitOfWork, owner: str, job_id: uuid.UUID) -> None:
     """Remove a terminal job with its runs and results."""
     job = get_job(uow.session, owner, job_id)
     if job.status not in TERMINAL_STATUSES:
-        raise Conflict(
+        raise ConflictError(
             f"experiment {job_id} is {job.status}; cancel it and wait until it is terminal",
             code="not_terminal",
         )

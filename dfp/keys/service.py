@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from dfp.errors import InvalidRequest, NotFound
+from dfp.errors import InvalidRequestError, NotFoundError
 from dfp.keys import repository
 from dfp.storage.models import ApiKey
 from dfp.storage.types import utcnow
@@ -37,7 +37,7 @@ def hash_key(key: str) -> str:
 def create_key(session: Session, owner: str) -> CreatedKey:
     """A new key for `owner`; the plaintext is returned once and never stored."""
     if not OWNER_PATTERN.match(owner):
-        raise InvalidRequest(
+        raise InvalidRequestError(
             f"owner '{owner}' must be 1-100 characters of letters, digits and . _ @ -"
         )
     key_id = secrets.token_hex(6)
@@ -56,7 +56,7 @@ def revoke_key(session: Session, key_or_id: str) -> ApiKey:
     """Revoke a key (given in full or by id); it stops working at once."""
     key = repository.get(session, key_id_of(key_or_id))
     if key is None:
-        raise NotFound(f"no API key with id '{key_id_of(key_or_id)}'")
+        raise NotFoundError(f"no API key with id '{key_id_of(key_or_id)}'")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
     return key

@@ -8,6 +8,7 @@ Create Date: 2026-11-27
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -21,7 +22,7 @@ depends_on: str | Sequence[str] | None = None
 STATUS_CHECK = "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')"
 
 
-def json_type() -> sa.types.TypeEngine[object]:
+def json_type() -> sa.types.TypeEngine[Any]:
     return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
