@@ -26,7 +26,9 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The service tests need PostgreSQL and Redis: started here if they are not running.
 unit: install
+	scripts/ensure-services.sh
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

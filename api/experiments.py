@@ -10,7 +10,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse
 
 from api.deps import DatabaseDep, OwnerDep, StateDep, UowDep
 from api.errors import error_responses
@@ -167,9 +166,11 @@ def get_results(
 @router.get(
     "/{experiment_id}/results.csv",
     operation_id="getExperimentResultsCsv",
-    response_class=PlainTextResponse,
     responses={
-        200: {"content": {"text/csv": {}}, "description": "run, epoch, layer, δ, LFR, RDF rows"},
+        200: {
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "One row per run, checkpoint, layer and δ",
+        },
         **error_responses(401, 404, 422, 503),
     },
 )

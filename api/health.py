@@ -62,9 +62,11 @@ async def readyz(request: Request) -> Response:
 @router.get(
     "/metrics",
     operation_id="getMetrics",
-    response_class=Response,
     responses={
-        200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "Prometheus text format",
+        },
         **error_responses(401),
     },
 )

@@ -21,7 +21,7 @@ from dfp.experiments import repository
 from dfp.settings import Settings
 from dfp.storage.models import TERMINAL_STATUSES, Job, LayerCurve, Run, RunCheckpoint
 from dfp.storage.types import json_safe, utcnow
-from dfp_engine.results import Checkpoint, RunResult
+from dfp_engine.results import Checkpoint, ErrorInfo, RunResult
 
 # LayerAnalysis fields kept in columns; every other field goes into the `curves` JSON.
 LAYER_COLUMNS = frozenset(
@@ -258,7 +258,7 @@ def fail_run(session: Session, lease: Lease, code: str, message: str) -> bool:
         index=lease.index,
         sweep_value=lease.sweep_value,
         status="failed",
-        error={"code": code, "message": message},  # type: ignore[arg-type]
+        error=ErrorInfo(code=code, message=message),
     )
     return finish_run(session, lease, result, None)
 
