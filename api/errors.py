@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any, get_args
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dfp.errors import DfpError, ServiceUnavailableError
-from dfp_engine.spec import DatasetSpec, ModelSpec
+from dfp.fields import field_path
 
 log = logging.getLogger(__name__)
 
@@ -46,30 +45,6 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]}
         for status in statuses
     }
-
-
-def _discriminator_tags() -> frozenset[str]:
-    # Pydantic puts the chosen union member's tag in error locations ("model.mlp.depth");
-    # users wrote "model.depth", so the tags are dropped from field paths.
-    tags: set[str] = set()
-    for union in (DatasetSpec, ModelSpec):
-        for member in get_args(get_args(union)[0]):
-            tags.update(get_args(member.model_fields["kind"].annotation))
-    return frozenset(tags)
-
-
-DISCRIMINATOR_TAGS = _discriminator_tags()
-
-
-def field_path(loc: Sequence[Any]) -> str:
-    """('body', 'model', 'mlp', 'depth') -> 'model.depth'; ('query', 'limit') -> 'limit'."""
-    parts = list(loc)
-    source = parts.pop(0) if parts and parts[0] in {"body", "query", "path", "header"} else None
-    parts = [str(p) for p in parts if not (isinstance(p, str) and p in DISCRIMINATOR_TAGS)]
-    path = ".".join(parts)
-    if source == "header":
-        return f"header {path}"
-    return path or ("request body" if source == "body" else "request")
 
 
 def _error_response(exc: DfpError) -> JSONResponse:

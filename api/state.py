@@ -21,8 +21,9 @@ SCHEMA_RECHECK_SECONDS = 5.0
 class SchemaGate:
     """Refuses to serve while the database schema is behind the code; notices an upgrade."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, recheck_seconds: float = SCHEMA_RECHECK_SECONDS) -> None:
         self.db = db
+        self.recheck_seconds = recheck_seconds
         self.state: SchemaState | None = None
         self.error: str | None = None
         self._checked_at = 0.0
@@ -47,7 +48,7 @@ class SchemaGate:
         if self.state is not None and self.state.is_current:
             return
         with self._lock:
-            if time.monotonic() - self._checked_at >= SCHEMA_RECHECK_SECONDS:
+            if time.monotonic() - self._checked_at >= self.recheck_seconds:
                 self.check()
         if self.state is not None and self.state.is_current:
             return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from dfp.cli import app
@@ -35,7 +37,12 @@ def current(data_dir: DataDirOption = None) -> None:
     from dfp.storage import migrate
     from dfp.storage.database import Database
 
-    db = Database.from_settings(load_settings(data_dir))
+    settings = load_settings(data_dir)
+    url = settings.resolved_database_url()
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        print(f"no database at {url.removeprefix('sqlite:///')} yet: run `dfp db upgrade`")
+        raise typer.Exit(1)
+    db = Database.from_settings(settings)
     try:
         state = migrate.schema_state(db.engine)
     except Exception as exc:

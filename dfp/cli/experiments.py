@@ -22,6 +22,7 @@ from dfp.cli.progress import progress_callback
 from dfp.client import Client
 from dfp.errors import DfpError
 from dfp.experiments.schemas import ExperimentPublic
+from dfp.fields import field_path
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the full JSON document.")]
 RunOption = Annotated[list[int] | None, typer.Option("--run", help="Only this run (repeatable).")]
@@ -96,7 +97,7 @@ def submit(
         parsed = load_spec(spec)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "spec"
+        where = field_path(first["loc"])
         fail(f"{spec}: {where}: {first['msg']}")
     except (ValueError, OSError) as exc:
         fail(f"{spec}: {str(exc).splitlines()[0]}")
