@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, get_args
+from typing import Annotated, Any, get_args, get_origin
+
+from pydantic import Tag
 
 from dfp_engine.spec import DatasetSpec, ModelSpec
 
@@ -16,6 +18,9 @@ def _discriminator_tags() -> frozenset[str]:
     tags: set[str] = set()
     for union in (DatasetSpec, ModelSpec):
         for member in get_args(get_args(union)[0]):
+            if get_origin(member) is Annotated:
+                member, *metadata = get_args(member)
+                tags.update(m.tag for m in metadata if isinstance(m, Tag))
             tags.update(get_args(member.model_fields["kind"].annotation))
     return frozenset(tags)
 
