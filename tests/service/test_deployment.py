@@ -1,4 +1,4 @@
-"""docker-compose.yml and the Dockerfile: valid, and naming the services and commands the docs promise."""
+"""docker-compose.yml and the Dockerfile: valid, with the services and commands the docs promise."""
 
 from __future__ import annotations
 
