@@ -10,8 +10,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
-from api.deps import DatabaseDep, OwnerDep, StateDep, UowDep
+from api.deps import Caller, CallerDep
 from api.errors import error_responses
 from dfp.experiments import results as results_service
 from dfp.experiments import service
@@ -22,7 +23,6 @@ from dfp.experiments.schemas import (
     JobStatus,
     ResultsPublic,
 )
-from dfp.storage.database import Database
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 
@@ -39,9 +39,7 @@ POLL_SECONDS = 0.25
 def submit_experiment(
     body: ExperimentCreate,
     response: Response,
-    uow: UowDep,
-    owner: OwnerDep,
-    state: StateDep,
+    caller: CallerDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -51,18 +49,23 @@ def submit_experiment(
     ] = None,
 ) -> ExperimentPublic:
     """Submit an experiment spec; its runs are queued for the workers."""
-    submission = service.submit(
-        uow,
-        owner,
-        body,
-        settings=state.settings,
-        dispatcher=state.dispatcher,
-        idempotency_key=idempotency_key,
-    )
-    response.headers["Location"] = f"/v1/experiments/{submission.job.id}"
+    with caller.transaction() as (uow, owner):
+        submission = service.submit(
+            uow,
+            owner,
+            body,
+            settings=caller.state.settings,
+            dispatcher=caller.state.dispatcher,
+            idempotency_key=idempotency_key,
+        )
+        job = submission.job
+        public = service.experiment_public(
+            uow.session, job, job.runs if submission.created else None
+        )
+    response.headers["Location"] = f"/v1/experiments/{job.id}"
     if not submission.created:
         response.headers["Idempotent-Replayed"] = "true"
-    return service.experiment_public(uow.session, submission.job)
+    return public
 
 
 @router.get(
@@ -71,8 +74,7 @@ def submit_experiment(
     responses=error_responses(401, 422, 503),
 )
 def list_experiments(
-    uow: UowDep,
-    owner: OwnerDep,
+    caller: CallerDep,
     status_: Annotated[
         list[JobStatus] | None, Query(alias="status", description="Repeat to allow several.")
     ] = None,
@@ -83,27 +85,29 @@ def list_experiments(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> ExperimentsPublic:
     """List your experiments, newest first, one page at a time."""
-    return service.list_experiments(
-        uow.session,
-        owner,
-        limit=limit,
-        cursor=cursor,
-        status=status_ or (),
-        tag=tag,
-        created_after=created_after,
-        created_before=created_before,
+    return caller.read(
+        lambda session, owner: service.list_experiments(
+            session,
+            owner,
+            limit=limit,
+            cursor=cursor,
+            status=status_ or (),
+            tag=tag,
+            created_after=created_after,
+            created_before=created_before,
+        )
     )
 
 
-def _load(db: Database, owner: str, experiment_id: uuid.UUID) -> ExperimentPublic:
-    with db.unit_of_work() as uow:
+def _load(caller: Caller, experiment_id: uuid.UUID) -> ExperimentPublic:
+    # One transaction, so the job and its runs are a consistent snapshot.
+    with caller.transaction() as (uow, owner):
         job = service.get_job(uow.session, owner, experiment_id)
         return service.experiment_public(uow.session, job)
 
 
-def _status(db: Database, owner: str, experiment_id: uuid.UUID) -> str:
-    with db.unit_of_work() as uow:
-        return service.get_job(uow.session, owner, experiment_id).status
+def _status(caller: Caller, experiment_id: uuid.UUID) -> str:
+    return caller.read(lambda session, owner: service.job_status(session, owner, experiment_id))
 
 
 @router.get(
@@ -114,8 +118,7 @@ def _status(db: Database, owner: str, experiment_id: uuid.UUID) -> str:
 async def get_experiment(
     experiment_id: uuid.UUID,
     request: Request,
-    owner: OwnerDep,
-    db: DatabaseDep,
+    caller: CallerDep,
     wait: Annotated[
         float,
         Query(
@@ -126,7 +129,7 @@ async def get_experiment(
     ] = 0,
 ) -> ExperimentPublic:
     """Status, progress, runs, spec and reproducibility metadata of one experiment."""
-    first = await run_in_threadpool(_load, db, owner, experiment_id)
+    first = await run_in_threadpool(_load, caller, experiment_id)
     if wait <= 0 or first.is_terminal:
         return first
     deadline = time.monotonic() + wait
@@ -134,9 +137,9 @@ async def get_experiment(
         await asyncio.sleep(min(POLL_SECONDS, remaining))
         if await request.is_disconnected():
             break
-        if await run_in_threadpool(_status, db, owner, experiment_id) != first.status:
+        if await run_in_threadpool(_status, caller, experiment_id) != first.status:
             break
-    return await run_in_threadpool(_load, db, owner, experiment_id)
+    return await run_in_threadpool(_load, caller, experiment_id)
 
 
 RunFilter = Annotated[list[int] | None, Query(description="Only these run indexes.")]
@@ -151,15 +154,26 @@ EpochFilter = Annotated[list[int] | None, Query(description="Only these checkpoi
 )
 def get_results(
     experiment_id: uuid.UUID,
-    uow: UowDep,
-    owner: OwnerDep,
+    caller: CallerDep,
     run: RunFilter = None,
     layer: LayerFilter = None,
     epoch: EpochFilter = None,
 ) -> ResultsPublic:
     """The result: per run the history and per checkpoint and layer the LFR and RDF curves."""
+    with caller.transaction() as (uow, owner):
+        return _results(uow.session, owner, experiment_id, run, layer, epoch)
+
+
+def _results(
+    session: Session,
+    owner: str,
+    experiment_id: uuid.UUID,
+    run: list[int] | None,
+    layer: list[str] | None,
+    epoch: list[int] | None,
+) -> ResultsPublic:
     return results_service.get_results(
-        uow.session, owner, experiment_id, runs=run or (), layers=layer or (), epochs=epoch or ()
+        session, owner, experiment_id, runs=run or (), layers=layer or (), epochs=epoch or ()
     )
 
 
@@ -176,16 +190,14 @@ def get_results(
 )
 def get_results_csv(
     experiment_id: uuid.UUID,
-    uow: UowDep,
-    owner: OwnerDep,
+    caller: CallerDep,
     run: RunFilter = None,
     layer: LayerFilter = None,
     epoch: EpochFilter = None,
 ) -> Response:
     """The curves as one flat table (one row per run, checkpoint, layer and δ)."""
-    results = results_service.get_results(
-        uow.session, owner, experiment_id, runs=run or (), layers=layer or (), epochs=epoch or ()
-    )
+    with caller.transaction() as (uow, owner):
+        results = _results(uow.session, owner, experiment_id, run, layer, epoch)
     return Response(
         results_service.results_csv(results),
         media_type="text/csv; charset=utf-8",
@@ -198,10 +210,11 @@ def get_results_csv(
     operation_id="cancelExperiment",
     responses=error_responses(401, 404, 422, 503),
 )
-def cancel_experiment(experiment_id: uuid.UUID, uow: UowDep, owner: OwnerDep) -> ExperimentPublic:
+def cancel_experiment(experiment_id: uuid.UUID, caller: CallerDep) -> ExperimentPublic:
     """Cancel: queued runs end now, running ones at their next epoch, keeping partial results."""
-    job = service.cancel(uow, owner, experiment_id)
-    return service.experiment_public(uow.session, job)
+    with caller.transaction() as (uow, owner):
+        job = service.cancel(uow, owner, experiment_id)
+        return service.experiment_public(uow.session, job)
 
 
 @router.delete(
@@ -210,7 +223,8 @@ def cancel_experiment(experiment_id: uuid.UUID, uow: UowDep, owner: OwnerDep) ->
     status_code=status.HTTP_204_NO_CONTENT,
     responses=error_responses(401, 404, 409, 422, 503),
 )
-def delete_experiment(experiment_id: uuid.UUID, uow: UowDep, owner: OwnerDep) -> Response:
+def delete_experiment(experiment_id: uuid.UUID, caller: CallerDep) -> Response:
     """Delete a finished experiment and its results."""
-    service.delete(uow, owner, experiment_id)
+    with caller.transaction() as (uow, owner):
+        service.delete(uow, owner, experiment_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import current_owner
+from api.deps import Caller, get_caller
 from api.errors import ErrorResponse, error_responses
 from api.state import AppState
 
@@ -70,6 +70,7 @@ async def readyz(request: Request) -> Response:
         **error_responses(401),
     },
 )
-def metrics(request: Request, _owner: Annotated[str, Depends(current_owner)]) -> Response:
+def metrics(request: Request, caller: Annotated[Caller, Depends(get_caller)]) -> Response:
     """Prometheus metrics: jobs by status, queue depth, request latency (needs an API key)."""
+    caller.read(lambda _session, owner: owner)
     return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)

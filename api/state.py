@@ -29,6 +29,10 @@ class SchemaGate:
         self._checked_at = 0.0
         self._lock = threading.Lock()
 
+    @property
+    def is_current(self) -> bool:
+        return self.state is not None and self.state.is_current
+
     def check(self) -> SchemaState | None:
         """Read the revision now (None and `error` set if the database is unreachable)."""
         try:

@@ -31,6 +31,11 @@ def get_job(session: Session, job_id: uuid.UUID, owner: str | None = None) -> Jo
     return session.scalars(query).one_or_none()
 
 
+def job_status(session: Session, job_id: uuid.UUID, owner: str) -> str | None:
+    query = select(Job.status).where(Job.id == job_id, Job.owner == owner)
+    return session.scalar(query)
+
+
 def get_job_by_idempotency_key(session: Session, owner: str, key: str) -> Job | None:
     query = select(Job).where(Job.owner == owner, Job.idempotency_key == key)
     return session.scalars(query.options(selectinload(Job.tags))).one_or_none()

@@ -130,17 +130,19 @@ def submit(
             for index, value in enumerate(values)
         ],
     )
-    try:
-        # A savepoint: a concurrent request with the same Idempotency-Key may win the insert.
-        with session.begin_nested():
-            session.add(job)
-    except IntegrityError:
-        if idempotency_key is None:
-            raise
-        existing = repository.get_job_by_idempotency_key(session, owner, idempotency_key)
-        if existing is None:
-            raise
-        return Submission(_replay(existing, fingerprint), created=False)
+    if idempotency_key is None:
+        session.add(job)
+        session.flush()
+    else:
+        try:
+            # A savepoint: a concurrent request with the same key may win the insert.
+            with session.begin_nested():
+                session.add(job)
+        except IntegrityError:
+            existing = repository.get_job_by_idempotency_key(session, owner, idempotency_key)
+            if existing is None:
+                raise
+            return Submission(_replay(existing, fingerprint), created=False)
     for run in job.runs:
         uow.after_commit(_sender(dispatcher, run.id, run.queue))
     return Submission(job, created=True)
@@ -166,9 +168,18 @@ def get_job(session: Session, owner: str, job_id: uuid.UUID) -> Job:
     return job
 
 
-def experiment_public(session: Session, job: Job) -> ExperimentPublic:
+def job_status(session: Session, owner: str, job_id: uuid.UUID) -> str:
+    status = repository.job_status(session, job_id, owner)
+    if status is None:
+        raise NotFoundError(f"no experiment {job_id}")
+    return status
+
+
+def experiment_public(
+    session: Session, job: Job, runs: Sequence[Run] | None = None
+) -> ExperimentPublic:
     """The full public view of a job: aggregate progress, runs, reproducibility."""
-    runs = repository.runs_of(session, job.id)
+    runs = repository.runs_of(session, job.id) if runs is None else runs
     summary = summary_public(job, max((run.attempts for run in runs), default=0))
     return ExperimentPublic(
         **summary.model_dump(),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -29,7 +30,7 @@ def create_db_engine(
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=False,
         connect_args={"connect_timeout": max(1, round(connect_timeout))},
     )
 
@@ -55,6 +56,10 @@ class Database:
             url, pool_size=pool_size, max_overflow=max_overflow, connect_timeout=connect_timeout
         )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
+        # Single reads need no transaction: no BEGIN/COMMIT round trips.
+        self._reads = sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -71,6 +76,15 @@ class Database:
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self._sessions())
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads that need no transaction (each statement commits on its own)."""
+        session = self._reads()
+        try:
+            yield session
+        finally:
+            session.close()
 
     def dispose(self) -> None:
         self.engine.dispose()
