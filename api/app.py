@@ -41,6 +41,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = int(
+            __import__("os").environ.get("DFP_API_THREADS", "40")
+        )
         schema = state.schema.check()
         if schema is None:
             log.error("database unreachable at start-up: %s", state.schema.error)

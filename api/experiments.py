@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from api.deps import Caller, CallerDep
@@ -26,6 +27,17 @@ from dfp.experiments.schemas import (
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 
+
+def json_response(
+    model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """A response serialised by pydantic straight to JSON bytes.
+
+    The model was built by the service and is valid by construction; FastAPI would validate
+    it again (in another trip to the thread pool) before serialising it the same way."""
+    return Response(model.model_dump_json(), status_code, headers, media_type="application/json")
+
+
 MAX_WAIT_SECONDS = 60.0
 POLL_SECONDS = 0.25
 
@@ -34,11 +46,11 @@ POLL_SECONDS = 0.25
     "",
     status_code=status.HTTP_202_ACCEPTED,
     operation_id="submitExperiment",
+    response_model=ExperimentPublic,
     responses=error_responses(401, 409, 422, 503),
 )
 def submit_experiment(
     body: ExperimentCreate,
-    response: Response,
     caller: CallerDep,
     idempotency_key: Annotated[
         str | None,
@@ -47,7 +59,7 @@ def submit_experiment(
             description="Repeat a submission safely: the same key and body return the same job.",
         ),
     ] = None,
-) -> ExperimentPublic:
+) -> Response:
     """Submit an experiment spec; its runs are queued for the workers."""
     with caller.transaction() as (uow, owner):
         submission = service.submit(
@@ -62,15 +74,16 @@ def submit_experiment(
         public = service.experiment_public(
             uow.session, job, job.runs if submission.created else None
         )
-    response.headers["Location"] = f"/v1/experiments/{job.id}"
+    headers = {"Location": f"/v1/experiments/{job.id}"}
     if not submission.created:
-        response.headers["Idempotent-Replayed"] = "true"
-    return public
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(public, status.HTTP_202_ACCEPTED, headers)
 
 
 @router.get(
     "",
     operation_id="listExperiments",
+    response_model=ExperimentsPublic,
     responses=error_responses(401, 422, 503),
 )
 def list_experiments(
@@ -83,9 +96,9 @@ def list_experiments(
     created_before: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
-) -> ExperimentsPublic:
+) -> Response:
     """List your experiments, newest first, one page at a time."""
-    return caller.read(
+    page = caller.read(
         lambda session, owner: service.list_experiments(
             session,
             owner,
@@ -97,6 +110,7 @@ def list_experiments(
             created_before=created_before,
         )
     )
+    return json_response(page)
 
 
 def _load(caller: Caller, experiment_id: uuid.UUID) -> ExperimentPublic:
@@ -113,6 +127,7 @@ def _status(caller: Caller, experiment_id: uuid.UUID) -> str:
 @router.get(
     "/{experiment_id}",
     operation_id="getExperiment",
+    response_model=ExperimentPublic,
     responses=error_responses(401, 404, 422, 503),
 )
 async def get_experiment(
@@ -127,11 +142,11 @@ async def get_experiment(
             description="Seconds to wait for the status to change before answering (long-poll).",
         ),
     ] = 0,
-) -> ExperimentPublic:
+) -> Response:
     """Status, progress, runs, spec and reproducibility metadata of one experiment."""
     first = await run_in_threadpool(_load, caller, experiment_id)
     if wait <= 0 or first.is_terminal:
-        return first
+        return json_response(first)
     deadline = time.monotonic() + wait
     while (remaining := deadline - time.monotonic()) > 0:
         await asyncio.sleep(min(POLL_SECONDS, remaining))
@@ -139,7 +154,7 @@ async def get_experiment(
             break
         if await run_in_threadpool(_status, caller, experiment_id) != first.status:
             break
-    return await run_in_threadpool(_load, caller, experiment_id)
+    return json_response(await run_in_threadpool(_load, caller, experiment_id))
 
 
 RunFilter = Annotated[list[int] | None, Query(description="Only these run indexes.")]
@@ -150,6 +165,7 @@ EpochFilter = Annotated[list[int] | None, Query(description="Only these checkpoi
 @router.get(
     "/{experiment_id}/results",
     operation_id="getExperimentResults",
+    response_model=ResultsPublic,
     responses=error_responses(401, 404, 422, 503),
 )
 def get_results(
@@ -158,10 +174,10 @@ def get_results(
     run: RunFilter = None,
     layer: LayerFilter = None,
     epoch: EpochFilter = None,
-) -> ResultsPublic:
+) -> Response:
     """The result: per run the history and per checkpoint and layer the LFR and RDF curves."""
     with caller.transaction() as (uow, owner):
-        return _results(uow.session, owner, experiment_id, run, layer, epoch)
+        return json_response(_results(uow.session, owner, experiment_id, run, layer, epoch))
 
 
 def _results(
@@ -208,13 +224,15 @@ def get_results_csv(
 @router.post(
     "/{experiment_id}/cancel",
     operation_id="cancelExperiment",
+    response_model=ExperimentPublic,
     responses=error_responses(401, 404, 422, 503),
 )
-def cancel_experiment(experiment_id: uuid.UUID, caller: CallerDep) -> ExperimentPublic:
+def cancel_experiment(experiment_id: uuid.UUID, caller: CallerDep) -> Response:
     """Cancel: queued runs end now, running ones at their next epoch, keeping partial results."""
     with caller.transaction() as (uow, owner):
         job = service.cancel(uow, owner, experiment_id)
-        return service.experiment_public(uow.session, job)
+        public = service.experiment_public(uow.session, job)
+    return json_response(public)
 
 
 @router.delete(

@@ -18,6 +18,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from dfp.experiments import repository
+from dfp.experiments.curves import encode_layer
 from dfp.settings import Settings
 from dfp.storage.models import TERMINAL_STATUSES, Job, LayerCurve, Run, RunCheckpoint
 from dfp.storage.types import json_safe, utcnow
@@ -183,16 +184,7 @@ def _insert_checkpoints(session: Session, run_id: int, checkpoints: Iterable[Che
         session.add(row)
         session.flush()
         session.add_all(
-            LayerCurve(
-                checkpoint_id=row.id,
-                position=position,
-                layer=layer.layer,
-                dim=layer.dim,
-                normalization=layer.normalization,
-                peak_inverse_delta=_finite(layer.peak_inverse_delta),
-                mean_inverse_delta=_finite(layer.mean_inverse_delta),
-                curves=json_safe(layer.model_dump(mode="python", exclude=set(LAYER_COLUMNS))),
-            )
+            LayerCurve(checkpoint_id=row.id, position=position, **encode_layer(layer))
             for position, layer in enumerate(checkpoint.layers)
         )
     session.flush()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, and_, delete, exists, func, or_, select, update
+from sqlalchemy import Table, and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from dfp.storage.models import (
@@ -21,6 +21,10 @@ from dfp.storage.models import (
 from dfp.storage.types import utcnow
 
 UNFINISHED = ("queued", "running")
+# Plain tables, for INSERTs that need no ORM unit of work.
+JOBS = cast(Table, Job.__table__)
+JOB_TAGS = cast(Table, JobTag.__table__)
+RUNS = cast(Table, Run.__table__)
 
 
 def get_job(session: Session, job_id: uuid.UUID, owner: str | None = None) -> Job | None:
@@ -29,6 +33,30 @@ def get_job(session: Session, job_id: uuid.UUID, owner: str | None = None) -> Jo
     if owner is not None:
         query = query.where(Job.owner == owner)
     return session.scalars(query).one_or_none()
+
+
+def insert_job(
+    session: Session,
+    job: dict[str, Any],
+    tags: Sequence[str],
+    runs: Sequence[dict[str, Any]],
+) -> list[int]:
+    """Insert a job, its tags and its runs with plain INSERTs; returns the run ids in order."""
+    session.execute(insert(JOBS).values(**job))
+    if tags:
+        session.execute(insert(JOB_TAGS), [{"job_id": job["id"], "tag": t} for t in tags])
+    defaults = {
+        "layer_names": [],
+        "history": [],
+        "n_train": 0,
+        "n_test": 0,
+        "n_analysis": 0,
+        "elapsed_seconds": 0.0,
+        "analysis_seconds": 0.0,
+    }
+    rows = [{**defaults, **run, "job_id": job["id"]} for run in runs]
+    result = session.execute(insert(RUNS).returning(RUNS.c.id, sort_by_parameter_order=True), rows)
+    return [int(run_id) for run_id in result.scalars()]
 
 
 def job_status(session: Session, job_id: uuid.UUID, owner: str) -> str | None:
@@ -107,10 +135,21 @@ def curve_rows(
     *,
     layers: Collection[str] = (),
     epochs: Collection[int] = (),
-) -> Sequence[Row[int, int, int, LayerCurve]]:
-    """(run_id, epoch, step, curve) ordered by run, epoch and layer position."""
+) -> list[tuple[Any, ...]]:
+    """(run_id, epoch, step, *curve columns) ordered by run, epoch and layer position."""
     query = (
-        select(RunCheckpoint.run_id, RunCheckpoint.epoch, RunCheckpoint.step, LayerCurve)
+        select(
+            RunCheckpoint.run_id,
+            RunCheckpoint.epoch,
+            RunCheckpoint.step,
+            LayerCurve.layer,
+            LayerCurve.dim,
+            LayerCurve.normalization,
+            LayerCurve.peak_inverse_delta,
+            LayerCurve.mean_inverse_delta,
+            LayerCurve.arrays,
+            LayerCurve.curves,
+        )
         .join(LayerCurve, LayerCurve.checkpoint_id == RunCheckpoint.id)
         .where(RunCheckpoint.run_id.in_(list(run_ids)))
         .order_by(RunCheckpoint.run_id, RunCheckpoint.epoch, LayerCurve.position)
@@ -119,7 +158,7 @@ def curve_rows(
         query = query.where(LayerCurve.layer.in_(list(layers)))
     if epochs:
         query = query.where(RunCheckpoint.epoch.in_(list(epochs)))
-    return session.execute(query).all()
+    return [tuple(row) for row in session.execute(query)]
 
 
 def stored_epochs(session: Session, run_id: int) -> set[int]:

@@ -9,14 +9,17 @@ from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy.orm import Session
 
 from dfp.experiments import repository
+from dfp.experiments.curves import decode_layer
 from dfp.experiments.schemas import HistoryPointPublic, ResultsPublic, RunResultPublic
 from dfp.experiments.service import get_job
-from dfp.storage.models import TERMINAL_STATUSES, Job, LayerCurve, Run
+from dfp.storage.models import TERMINAL_STATUSES, Job, Run
 from dfp_engine.results import Checkpoint, ErrorInfo, LayerAnalysis, SummaryRow
 
+HISTORY = TypeAdapter(list[HistoryPointPublic])
 CSV_COLUMNS = (
     "run",
     "sweep_value",
@@ -28,17 +31,6 @@ CSV_COLUMNS = (
     "lfr",
     "rdf",
 )
-
-
-def layer_analysis(curve: LayerCurve) -> LayerAnalysis:
-    return LayerAnalysis(
-        layer=curve.layer,
-        dim=curve.dim,
-        normalization=curve.normalization,
-        peak_inverse_delta=curve.peak_inverse_delta,
-        mean_inverse_delta=curve.mean_inverse_delta,
-        **curve.curves,
-    )
 
 
 def _selected_runs(session: Session, job: Job, runs: Collection[int]) -> Sequence[Run]:
@@ -57,9 +49,10 @@ def _checkpoints_by_run(
     rows = repository.curve_rows(
         session, [run.id for run in run_rows], layers=layers, epochs=epochs
     )
-    for run_id, epoch, step, curve in rows:
+    for row in rows:
+        run_id, epoch, step = row[0], row[1], row[2]
         _, analyses = grouped[run_id].setdefault(epoch, (step, []))
-        analyses.append(layer_analysis(curve))
+        analyses.append(decode_layer(*row[3:]))
     return {
         run_id: [
             Checkpoint(epoch=epoch, step=step, layers=analyses)
@@ -108,7 +101,7 @@ def run_result_public(run: Run, checkpoints: list[Checkpoint]) -> RunResultPubli
         n_test=run.n_test,
         n_analysis=run.n_analysis,
         layer_names=list(run.layer_names),
-        history=[HistoryPointPublic.model_validate(point) for point in run.history],
+        history=HISTORY.validate_python(run.history),
         checkpoints=checkpoints,
         elapsed_seconds=run.elapsed_seconds,
         analysis_seconds=run.analysis_seconds,

@@ -102,49 +102,56 @@ def submit(
 
     now = utcnow()
     values = spec.run_values()
-    job = Job(
-        id=uuid.uuid4(),
-        owner=owner,
-        name=spec.name,
-        status="queued",
-        spec=spec.model_dump(mode="json"),
-        spec_hash=spec.spec_hash(),
-        request_hash=fingerprint,
-        idempotency_key=idempotency_key,
-        callback_url=callback_url,
-        queue=queue_for(spec),
-        n_runs=len(values),
-        cancel_requested=False,
-        created_at=now,
-        updated_at=now,
-        tags=[JobTag(tag=tag) for tag in sorted(set(body.tags))],
-        runs=[
-            Run(
-                index=index,
-                sweep_value=value,
-                status="queued",
-                enqueues=1,
-                enqueued_at=now,
-                queue=queue_for(spec.run_spec(value)),
-            )
-            for index, value in enumerate(values)
-        ],
-    )
+    job_row: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "owner": owner,
+        "name": spec.name,
+        "status": "queued",
+        "spec": spec.model_dump(mode="json"),
+        "spec_hash": spec.spec_hash(),
+        "request_hash": fingerprint,
+        "idempotency_key": idempotency_key,
+        "callback_url": callback_url,
+        "queue": queue_for(spec),
+        "n_runs": len(values),
+        "cancel_requested": False,
+        "created_at": now,
+        "updated_at": now,
+    }
+    tags = sorted(set(body.tags))
+    run_rows = [
+        {
+            "index": index,
+            "sweep_value": value,
+            "status": "queued",
+            "queue": queue_for(spec.run_spec(value)),
+            "attempts": 0,
+            "enqueues": 1,
+            "enqueued_at": now,
+            "progress_fraction": 0.0,
+        }
+        for index, value in enumerate(values)
+    ]
     if idempotency_key is None:
-        session.add(job)
-        session.flush()
+        run_ids = repository.insert_job(session, job_row, tags, run_rows)
     else:
         try:
             # A savepoint: a concurrent request with the same key may win the insert.
             with session.begin_nested():
-                session.add(job)
+                run_ids = repository.insert_job(session, job_row, tags, run_rows)
         except IntegrityError:
             existing = repository.get_job_by_idempotency_key(session, owner, idempotency_key)
             if existing is None:
                 raise
             return Submission(_replay(existing, fingerprint), created=False)
-    for run in job.runs:
-        uow.after_commit(_sender(dispatcher, run.id, run.queue))
+    for run_id, row in zip(run_ids, run_rows, strict=True):
+        uow.after_commit(_sender(dispatcher, run_id, row["queue"]))
+    # The response is built from what was inserted; these objects never join the session.
+    job = Job(
+        **job_row,
+        tags=[JobTag(tag=tag) for tag in tags],
+        runs=[Run(id=run_id, **row) for run_id, row in zip(run_ids, run_rows, strict=True)],
+    )
     return Submission(job, created=True)
 
 

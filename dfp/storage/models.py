@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -172,7 +173,7 @@ class RunCheckpoint(Base):
 
 
 class LayerCurve(Base):
-    """The frequency content of one layer at one checkpoint (all curves ordered by 1/δ)."""
+    """The frequency content of one layer at one checkpoint (see dfp.experiments.curves)."""
 
     __tablename__ = "layer_curves"
     __table_args__ = (UniqueConstraint("checkpoint_id", "layer"),)
@@ -185,5 +186,6 @@ class LayerCurve(Base):
     normalization: Mapped[str] = mapped_column(String(32))
     peak_inverse_delta: Mapped[float | None] = mapped_column(Float)
     mean_inverse_delta: Mapped[float | None] = mapped_column(Float)
-    # {"deltas", "inverse_deltas", "lfr", "rdf_inverse_deltas", "rdf", "e_low", "e_high"}
+    # δ, 1/δ, LFR, RDF, e_low, e_high... as float64, in the order `curves["layout"]` lists.
+    arrays: Mapped[bytes] = mapped_column(LargeBinary)
     curves: Mapped[dict[str, Any]]

@@ -148,6 +148,7 @@ def upgrade() -> None:
         sa.Column("normalization", sa.String(32), nullable=False),
         sa.Column("peak_inverse_delta", sa.Float(), nullable=True),
         sa.Column("mean_inverse_delta", sa.Float(), nullable=True),
+        sa.Column("arrays", sa.LargeBinary(), nullable=False),
         sa.Column("curves", json_type(), nullable=False),
         sa.ForeignKeyConstraint(
             ["checkpoint_id"],
