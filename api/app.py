@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from api import experiments, health
@@ -41,11 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        import anyio.to_thread
-
-        anyio.to_thread.current_default_thread_limiter().total_tokens = int(
-            __import__("os").environ.get("DFP_API_THREADS", "40")
-        )
+        # Requests do their database work in these threads; more threads than database
+        # connections only adds contention for the GIL.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         schema = state.schema.check()
         if schema is None:
             log.error("database unreachable at start-up: %s", state.schema.error)

@@ -29,8 +29,9 @@ class Settings(BaseSettings):
     # API server (also the client's default address when DFP_URL is unset).
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    db_pool_size: int = Field(10, ge=1)
-    db_max_overflow: int = Field(20, ge=0)
+    api_threads: int = Field(16, ge=1, description="Threads serving requests per API process.")
+    db_pool_size: int = Field(16, ge=1)
+    db_max_overflow: int = Field(8, ge=0)
     db_connect_timeout: float = Field(5.0, gt=0)
     broker_connect_timeout: float = Field(3.0, gt=0)
 

@@ -69,9 +69,10 @@ def get_job_by_idempotency_key(session: Session, owner: str, key: str) -> Job | 
     return session.scalars(query.options(selectinload(Job.tags))).one_or_none()
 
 
-def count_unfinished(session: Session, owner: str) -> int:
-    query = select(func.count()).where(Job.owner == owner, Job.status.in_(UNFINISHED))
-    return int(session.scalar(query) or 0)
+def count_unfinished(session: Session, owner: str, up_to: int) -> int:
+    """The owner's queued and running jobs, counted up to `up_to` (the cost stays bounded)."""
+    unfinished = select(Job.id).where(Job.owner == owner, Job.status.in_(UNFINISHED)).limit(up_to)
+    return int(session.scalar(select(func.count()).select_from(unfinished.subquery())) or 0)
 
 
 def list_jobs(

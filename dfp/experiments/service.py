@@ -93,7 +93,8 @@ def submit(
         existing = repository.get_job_by_idempotency_key(session, owner, idempotency_key)
         if existing is not None:
             return Submission(_replay(existing, fingerprint), created=False)
-    if repository.count_unfinished(session, owner) >= settings.max_concurrent_jobs:
+    limit = settings.max_concurrent_jobs
+    if repository.count_unfinished(session, owner, up_to=limit) >= limit:
         raise LimitExceededError(
             f"{owner} already has {settings.max_concurrent_jobs} unfinished experiments, "
             f"the limit max_concurrent_jobs (DFP_MAX_CONCURRENT_JOBS); wait or cancel one",
