@@ -91,12 +91,15 @@ def serve(
     worker: Annotated[
         bool, typer.Option("--worker/--no-worker", help="Also start a worker process.")
     ] = True,
+    workers: Annotated[int, typer.Option(help="API processes (each reads DFP_* itself).")] = 1,
 ) -> None:
     """Run the API and a worker; with no DFP_DATABASE_URL/DFP_BROKER_URL, needs no other service."""
     import uvicorn
 
     from api.app import create_app
 
+    if workers < 1:
+        fail(f"--workers must be at least 1, got {workers}")
     if host is not None:
         os.environ["DFP_HOST"] = host
     if port is not None:
@@ -111,7 +114,18 @@ def serve(
         print(f"data directory: {settings.data_dir}", flush=True)
     process = start_worker(data_dir) if worker else None
     try:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+        if workers == 1:
+            app_or_factory: object = create_app(settings)
+        else:  # each process builds its app from the same environment
+            app_or_factory = "api.app:create_app"
+        uvicorn.run(
+            app_or_factory,  # type: ignore[arg-type]
+            factory=workers > 1,
+            workers=workers,
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+        )
     finally:
         if process is not None:
             stop_worker(process)

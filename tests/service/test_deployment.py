@@ -77,3 +77,13 @@ def test_dockerfile_copies_every_package(compose: dict[str, Any]) -> None:
         assert f"COPY {name} ./{name}" in dockerfile, name
     assert 'CMD ["dfp", "serve", "--no-worker"' in dockerfile
     assert Path(REPO / ".dockerignore").read_text().splitlines()[0] == ".venv"
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("### Settings") :]
+    for name in Settings.model_fields:
+        assert f"DFP_{name.upper()}" in table, name
+    assert "make run" in readme and "dfp submit examples/" in readme
+    makefile = (REPO / "Makefile").read_text()
+    assert "run: install\n\t$(BIN)/dfp serve" in makefile
