@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 import platform
 import threading
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import OperationalError
 
 from dfp.experiments import lifecycle
 from dfp.experiments.lifecycle import Lease, ProgressReport
@@ -21,6 +24,9 @@ from dfp_engine.spec import ExperimentSpec
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+# Seconds between attempts to store a finished run while the database is unreachable.
+FINISH_RETRY = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
 class RunMonitor:
@@ -117,9 +123,26 @@ def execute(ctx: WorkerContext, run_id: int) -> None:
             log.exception("run %s: the engine raised", run_id)
             result = _failed(lease, "internal_error", f"{type(exc).__name__}: {exc}")
     environment = _environment(spec.run_spec(lease.sweep_value), ctx)
-    with ctx.db.unit_of_work() as uow:
-        stored = lifecycle.finish_run(uow.session, lease, result, environment)
+    stored = _retrying(lambda: _finish(ctx, lease, result, environment), what=f"run {run_id}")
     log.info("run %s: %s%s", run_id, result.status, "" if stored else " (lease lost; discarded)")
+
+
+def _finish(
+    ctx: WorkerContext, lease: Lease, result: RunResult, environment: dict[str, Any]
+) -> bool:
+    with ctx.db.unit_of_work() as uow:
+        return lifecycle.finish_run(uow.session, lease, result, environment)
+
+
+def _retrying(write: Callable[[], T], *, what: str, delays: tuple[float, ...] = FINISH_RETRY) -> T:
+    """A final write survives a short database outage; the work it records took long."""
+    for delay in delays:
+        try:
+            return write()
+        except OperationalError as exc:
+            log.warning("%s: database unavailable (%s); retrying in %s s", what, exc.orig, delay)
+            time.sleep(delay)
+    return write()
 
 
 def _failed(lease: Lease, code: str, message: str) -> RunResult:
