@@ -88,7 +88,8 @@ class HttpConnection:
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         self.writer.write(
             f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{head}\r\n".encode() + body
+            f"Content-Length: {len(body)}\r\n{head}\r\n".encode()
+            + body
         )
         status_line = await self.reader.readline()
         length = 0
@@ -104,7 +105,9 @@ class HttpConnection:
             await self.writer.wait_closed()
 
 
-async def post_concurrently(url: str, key: str, total: int, clients: int) -> tuple[list[float], float]:
+async def post_concurrently(
+    url: str, key: str, total: int, clients: int
+) -> tuple[list[float], float]:
     """`clients` connections, each sending its share of `total` submissions back to back."""
     host, port = url.removeprefix("http://").split(":")
     body = json.dumps(SPEC).encode()
@@ -129,7 +132,9 @@ async def post_concurrently(url: str, key: str, total: int, clients: int) -> tup
     return latencies, time.perf_counter() - start
 
 
-def raw_work(db_url: str, settings: Settings, total: int, clients: int) -> tuple[list[float], float]:
+def raw_work(
+    db_url: str, settings: Settings, total: int, clients: int
+) -> tuple[list[float], float]:
     """The same rows and message without the API: INSERT job + run, then send_task."""
     celery = create_celery(settings)
     engine = Database(db_url, pool_size=settings.db_pool_size, max_overflow=0).engine
@@ -175,7 +180,10 @@ def synthetic_result(layers: int = 5, checkpoints: int = 10, deltas: int = 100) 
     analyses = []
     for layer in range(layers):
         lfr = [1 - 0.9 / (1 + u * (layer + 1)) for u in inverse]
-        rdf = [(b - a) / (v - u) for a, b, u, v in zip(lfr, lfr[1:], inverse, inverse[1:], strict=False)]
+        rdf = [
+            (b - a) / (v - u)
+            for a, b, u, v in zip(lfr, lfr[1:], inverse, inverse[1:], strict=False)
+        ]
         analyses.append(
             LayerAnalysis(
                 layer=f"hidden.{layer + 1}",
@@ -266,7 +274,9 @@ def main() -> None:
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
         admin.execute(f'CREATE DATABASE "{name}"')
-    db_url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+    db_url = (
+        PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+    )
     redis.Redis.from_url(REDIS).flushdb()
     settings = Settings(
         database_url=db_url,
@@ -274,8 +284,13 @@ def main() -> None:
         max_concurrent_jobs=10**6,
         db_pool_size=max(5, 20 // args.workers),
     )
-    env = {**os.environ, "DFP_DATABASE_URL": db_url, "DFP_BROKER_URL": REDIS,
-           "DFP_MAX_CONCURRENT_JOBS": str(10**6), "DFP_DB_POOL_SIZE": str(settings.db_pool_size)}
+    env = {
+        **os.environ,
+        "DFP_DATABASE_URL": db_url,
+        "DFP_BROKER_URL": REDIS,
+        "DFP_MAX_CONCURRENT_JOBS": str(10**6),
+        "DFP_DB_POOL_SIZE": str(settings.db_pool_size),
+    }
     port = 8400 + os.getpid() % 500
     url = f"http://127.0.0.1:{port}"
     server = None
@@ -285,31 +300,54 @@ def main() -> None:
         with db.unit_of_work() as uow:
             key = create_key(uow.session, "bench").key
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host",
-             "127.0.0.1", "--port", str(port), "--workers", str(args.workers),
-             "--log-level", "warning", "--no-access-log"],
-            cwd=REPO, env=env,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "api.app:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=REPO,
+            env=env,
         )
         wait_ready(url)
-        print(f"{os.cpu_count()} CPUs; {args.clients} clients; {args.submissions} submissions; "
-              f"uvicorn workers: {args.workers}")
+        print(
+            f"{os.cpu_count()} CPUs; {args.clients} clients; {args.submissions} submissions; "
+            f"uvicorn workers: {args.workers}"
+        )
         asyncio.run(post_concurrently(url, key, min(200, args.submissions), args.clients))  # warm
         cpu_before, client_before = cpu_seconds(server.pid), time.process_time()
         api_lat, api_wall = asyncio.run(post_concurrently(url, key, args.submissions, args.clients))
         server_cpu = cpu_seconds(server.pid) - cpu_before
         client_cpu = time.process_time() - client_before
         api = summary("POST /v1/experiments", api_lat, api_wall)
-        print(f"  CPU per submission: API server {1000 * server_cpu / args.submissions:.2f} ms, "
-              f"clients {1000 * client_cpu / args.submissions:.2f} ms")
+        print(
+            f"  CPU per submission: API server {1000 * server_cpu / args.submissions:.2f} ms, "
+            f"clients {1000 * client_cpu / args.submissions:.2f} ms"
+        )
         raw_before = time.process_time()
         raw_lat, raw_wall = raw_work(db_url, settings, args.submissions, args.clients)
         raw_cpu = time.process_time() - raw_before
         raw = summary("raw INSERT + send_task", raw_lat, raw_wall)
         print(f"  CPU per submission: {1000 * raw_cpu / args.submissions:.2f} ms")
-        print(f"API throughput = {100 * api['throughput_per_s'] / raw['throughput_per_s']:.0f} % of raw")
+        print(
+            f"API throughput = {100 * api['throughput_per_s'] / raw['throughput_per_s']:.0f} % of raw"
+        )
 
-        job = httpx.post(f"{url}/v1/experiments", json={**SPEC, "name": "results"},
-                         headers={"Authorization": f"Bearer {key}"}).json()
+        job = httpx.post(
+            f"{url}/v1/experiments",
+            json={**SPEC, "name": "results"},
+            headers={"Authorization": f"Bearer {key}"},
+        ).json()
         store_result(db, settings, job["id"])
         get_lat, get_wall = get_results(url, key, job["id"], args.gets)
         summary("GET results (5x10x100)", get_lat, get_wall)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +22,7 @@ from dfp.experiments.curves import encode_layer
 from dfp.settings import Settings
 from dfp.storage.models import TERMINAL_STATUSES, Job, LayerCurve, Run, RunCheckpoint
 from dfp.storage.types import json_safe, utcnow
-from dfp_engine.results import Checkpoint, ErrorInfo, RunResult
+from dfp_engine.results import Checkpoint, ErrorInfo, RunResult, SummaryRow
 
 # LayerAnalysis fields kept in columns; every other field goes into the `curves` JSON.
 LAYER_COLUMNS = frozenset(
@@ -197,12 +197,29 @@ def _finite(value: float | None) -> float | None:
 # ------------------------------------------------------------------------- finish
 
 
+# RunResult fields with columns of their own (or rows of their own: checkpoints).
+RUN_COLUMNS = frozenset(
+    {
+        "index", "sweep_value", "status", "error", "steps_to_target", "epochs_to_target",
+        "n_train", "n_test", "n_analysis", "layer_names", "history", "checkpoints",
+        "elapsed_seconds", "analysis_seconds",
+    }
+)  # fmt: skip
+
+Summarizer = Callable[[list[RunResult]], list[SummaryRow]]
+
+
 def finish_run(
-    session: Session, lease: Lease, result: RunResult, environment: dict[str, Any] | None
+    session: Session,
+    lease: Lease,
+    result: RunResult,
+    environment: dict[str, Any] | None,
+    summarize: Summarizer | None = None,
 ) -> bool:
     """Write a run's outcome and every checkpoint not stored yet, then update the job.
 
-    False when the lease was lost (the result is discarded: another attempt owns the run)."""
+    `summarize` turns the finished runs into the sweep summary, refreshed with every run that
+    ends. False when the lease was lost (the result is discarded: another attempt owns it)."""
     if not repository.lock_job(session, lease.job_id):
         return False
     now = utcnow()
@@ -226,6 +243,7 @@ def finish_run(
             layer_names=list(result.layer_names),
             history=json_safe([point.model_dump() for point in result.history]),
             environment=json_safe(environment) if environment is not None else None,
+            details=json_safe(result.model_dump(mode="json", exclude=set(RUN_COLUMNS))) or None,
             elapsed_seconds=result.elapsed_seconds,
             analysis_seconds=result.analysis_seconds,
             progress_message=result.status,
@@ -240,6 +258,15 @@ def finish_run(
     _insert_checkpoints(
         session, lease.run_id, (c for c in result.checkpoints if c.epoch not in stored)
     )
+    if summarize is not None:
+        from dfp.experiments.results import finished_run_results
+
+        rows = summarize(finished_run_results(session, lease.job_id))
+        session.execute(
+            update(Job)
+            .where(Job.id == lease.job_id)
+            .values(summary=json_safe([row.model_dump(mode="json") for row in rows]))
+        )
     finalize_job(session, lease.job_id)
     return True
 
@@ -256,13 +283,13 @@ def fail_run(session: Session, lease: Lease, code: str, message: str) -> bool:
 
 
 def aggregate_status(statuses: Sequence[str]) -> str:
-    """A job's status from its runs' statuses."""
+    """A job's status from its runs': as the engine's `assemble` decides for a whole result
+    once all are terminal (cancelled if any run was, else failed if any failed)."""
     if statuses and all(status in TERMINAL_STATUSES for status in statuses):
-        if all(status == "succeeded" for status in statuses):
-            return "succeeded"
-        if any(status == "failed" for status in statuses):
-            return "failed"
-        return "cancelled"
+        for status in ("cancelled", "failed"):
+            if status in statuses:
+                return status
+        return "succeeded"
     if all(status == "queued" for status in statuses):
         return "queued"
     return "running"
@@ -275,14 +302,10 @@ def finalize_job(session: Session, job_id: uuid.UUID) -> str:
     values: dict[str, Any] = {"status": status, "updated_at": utcnow()}
     if status in TERMINAL_STATUSES:
         values["finished_at"] = utcnow()
-        failed = next((run for run in runs if run.status == "failed"), None)
-        if failed is not None:
-            prefix = "" if len(runs) == 1 else f"run {failed.index} ({failed.sweep_value!r}): "
-            values["error_code"] = failed.error_code or "failed"
-            values["error_message"] = prefix + (failed.error_message or "failed")
-        elif status == "cancelled":
-            values["error_code"] = "cancelled"
-            values["error_message"] = "cancelled on request"
+        culprit = next((run for run in runs if run.status == status != "succeeded"), None)
+        if culprit is not None:
+            values["error_code"] = culprit.error_code or status
+            values["error_message"] = f"run {culprit.index}: {culprit.error_message or status}"
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(repository.UNFINISHED))

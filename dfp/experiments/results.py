@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import uuid
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
@@ -17,7 +18,7 @@ from dfp.experiments.curves import decode_layer
 from dfp.experiments.schemas import HistoryPointPublic, ResultsPublic, RunResultPublic
 from dfp.experiments.service import get_job
 from dfp.storage.models import TERMINAL_STATUSES, Job, Run
-from dfp_engine.results import Checkpoint, ErrorInfo, LayerAnalysis, SummaryRow
+from dfp_engine.results import Checkpoint, ErrorInfo, LayerAnalysis, RunResult, SummaryRow
 
 HISTORY = TypeAdapter(list[HistoryPointPublic])
 CSV_COLUMNS = (
@@ -88,7 +89,10 @@ def get_results(
 
 
 def run_result_public(run: Run, checkpoints: list[Checkpoint]) -> RunResultPublic:
+    # Fields this version of the engine no longer has are left out rather than refused.
+    details = {k: v for k, v in (run.details or {}).items() if k in RunResultPublic.model_fields}
     return RunResultPublic(
+        **details,
         index=run.index,
         sweep_value=run.sweep_value,
         status=run.status,  # type: ignore[arg-type]
@@ -107,6 +111,26 @@ def run_result_public(run: Run, checkpoints: list[Checkpoint]) -> RunResultPubli
         analysis_seconds=run.analysis_seconds,
         environment=run.environment,
     )
+
+
+def finished_run_results(session: Session, job_id: uuid.UUID) -> list[RunResult]:
+    """The engine's RunResult for every finished run of a job (for summaries and figures)."""
+    runs = [run for run in repository.runs_of(session, job_id) if run.status in TERMINAL_STATUSES]
+    checkpoints = _checkpoints_by_run(session, runs, (), ())
+    return [engine_run_result(run_result_public(r, checkpoints.get(r.id, []))) for r in runs]
+
+
+def engine_run_result(run: RunResultPublic) -> RunResult:
+    """Back to the engine's model: a loss stored as null (it diverged) becomes NaN again."""
+    data = run.model_dump(exclude={"environment", "history", "checkpoints"})
+    history = [
+        {
+            **point.model_dump(),
+            "train_loss": math.nan if point.train_loss is None else point.train_loss,
+        }
+        for point in run.history
+    ]
+    return RunResult.model_validate({**data, "history": history, "checkpoints": run.checkpoints})
 
 
 def csv_rows(results: ResultsPublic) -> Iterator[tuple[Any, ...]]:

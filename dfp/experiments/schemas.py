@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
-from dfp_engine.results import Checkpoint, ErrorInfo, SummaryRow
+from dfp_engine.results import ErrorInfo, RunResult, SummaryRow
 from dfp_engine.spec import ExperimentSpec
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -139,21 +139,11 @@ class HistoryPointPublic(PublicModel):
     test_accuracy: float | None = None
 
 
-class RunResultPublic(PublicModel):
-    index: int
-    sweep_value: Any = None
-    status: JobStatus
-    error: ErrorInfo | None = None
-    steps_to_target: int | None = None
-    epochs_to_target: int | None = None
-    n_train: int = 0
-    n_test: int = 0
-    n_analysis: int = 0
-    layer_names: list[str] = Field(default_factory=list)
-    history: list[HistoryPointPublic] = Field(default_factory=list)
-    checkpoints: list[Checkpoint] = Field(default_factory=list)
-    elapsed_seconds: float = 0.0
-    analysis_seconds: float = 0.0
+class RunResultPublic(RunResult):
+    """The engine's RunResult as stored so far, with where and how it ran."""
+
+    status: JobStatus  # type: ignore[assignment]  # also queued or running while partial
+    history: list[HistoryPointPublic] = Field(default_factory=list)  # type: ignore[assignment]
     environment: dict[str, Any] | None = None
 
 

@@ -158,6 +158,8 @@ class Run(Base):
     layer_names: Mapped[list[Any]] = mapped_column(default=list)
     history: Mapped[list[Any]] = mapped_column(default=list)
     environment: Mapped[dict[str, Any] | None]
+    # Every other RunResult field (e.g. the analysis subset's hash), so new ones need no migration.
+    details: Mapped[dict[str, Any] | None]
     elapsed_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     analysis_seconds: Mapped[float] = mapped_column(Float, default=0.0)
 

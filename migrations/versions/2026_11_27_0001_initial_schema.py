@@ -113,6 +113,7 @@ def upgrade() -> None:
         sa.Column("layer_names", json_type(), nullable=False),
         sa.Column("history", json_type(), nullable=False),
         sa.Column("environment", json_type(), nullable=True),
+        sa.Column("details", json_type(), nullable=True),
         sa.Column("elapsed_seconds", sa.Float(), nullable=False),
         sa.Column("analysis_seconds", sa.Float(), nullable=False),
         sa.CheckConstraint(STATUS_CHECK, name=op.f("ck_runs_status")),

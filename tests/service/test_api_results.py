@@ -150,7 +150,7 @@ def test_diverged_losses_are_stored_as_null(backend: Backend, alice: httpx.Clien
         assert lifecycle.finish_run(uow.session, lease, result, None)
     job = alice.get(f"/v1/experiments/{job_id}").json()
     assert job["status"] == "failed"
-    assert job["error"] == {"code": "diverged", "message": "loss became inf at epoch 0"}
+    assert job["error"] == {"code": "diverged", "message": "run 0: loss became inf at epoch 0"}
     stored = alice.get(f"/v1/experiments/{job_id}/results").json()["runs"][0]
     assert stored["history"][-1]["train_loss"] is None
     assert stored["error"]["code"] == "diverged"

@@ -138,7 +138,7 @@ def test_one_failed_run_fails_the_sweep_and_names_the_run(
         assert lifecycle.finish_run(uow.session, bad, result, None)
     job = alice.get(f"/v1/experiments/{job_id}").json()
     assert job["status"] == "failed"
-    assert job["error"] == {"code": "diverged", "message": "run 1 (2): loss is nan"}
+    assert job["error"] == {"code": "diverged", "message": "run 1: loss is nan"}
 
 
 @pytest.mark.parametrize("runs", [6])
