@@ -1,11 +1,13 @@
-"""Bandwidth grids: validation of explicit δ lists and the automatic grid from pairwise distances."""
+"""Bandwidth grids: explicit δ lists and the automatic grid from pairwise distances."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where used, so the spec module stays light to import
+    import torch
 
 # Pairs used to estimate the squared-distance distribution; exact below this size.
 AUTO_GRID_SAMPLE = 2048
@@ -48,7 +50,9 @@ def resolve_deltas(
 
 
 def squared_distance_sample(z: torch.Tensor, *, max_points: int = AUTO_GRID_SAMPLE) -> torch.Tensor:
-    """Pairwise squared distances (float64) of a seeded subset of rows: (s, s) with s ≤ max_points."""
+    """Pairwise squared distances (float64) of a seeded row subset: (s, s), s ≤ max_points."""
+    import torch
+
     n = z.shape[0]
     if n > max_points:
         gen = torch.Generator().manual_seed(0)
@@ -64,11 +68,14 @@ def squared_distance_sample(z: torch.Tensor, *, max_points: int = AUTO_GRID_SAMP
 def auto_deltas(z: torch.Tensor, m: int = 20) -> list[float]:
     """A geometric grid of m δ spanning 'neighbours barely mix' to 'everything is averaged'.
 
-    With D the pairwise squared distances of the (normalised) features, the low end is
-    median nearest-neighbour D / 4 (a typical nearest neighbour weighs e^-2) and the high end
-    is 2 * max D (every pair weighs at least e^-0.25). Degenerate sets (all points equal)
+    With D the pairwise squared distances of the (normalised) features, the low end is the
+    10th percentile of nearest-neighbour D over 10 (nine in ten nearest neighbours weigh at
+    most e^-5, so LFR is near 1) and the high end is 2 * max D (every pair weighs at least
+    e^-0.25, so LFR is near its δ → ∞ limit). Degenerate sets (all points equal)
     fall back to 1e-3 .. 1e3.
     """
+    import torch
+
     if m < 2:
         raise ValueError(f"the automatic grid needs at least 2 values, got {m}")
     d2 = squared_distance_sample(z)
@@ -80,8 +87,11 @@ def auto_deltas(z: torch.Tensor, m: int = 20) -> list[float]:
         off = d2 + torch.diag(torch.full((s,), math.inf, dtype=d2.dtype, device=d2.device))
         nearest = off.min(dim=1).values
         positive = nearest[nearest > 0]
-        nn = float(positive.median()) if positive.numel() else float(d2[d2 > 0].min())
-        lo, hi = nn / 4.0, 2.0 * top
+        if positive.numel():
+            nn = float(torch.quantile(positive, 0.1))
+        else:
+            nn = float(d2[d2 > 0].min())
+        lo, hi = nn / 10.0, 2.0 * top
         if not lo < hi:
             lo = hi / 1e3
     ratio = (hi / lo) ** (1.0 / (m - 1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ class RatioDensity:
 
 @dataclass(frozen=True)
 class FrequencyResult:
-    """Frequency content of one sampled function {(z_i, y_i)}; lists are ordered by 1/δ ascending."""
+    """Frequency content of a sampled function {(z_i, y_i)}; lists are ordered by 1/δ ascending."""
 
     deltas: list[float]
     inverse_deltas: list[float]
@@ -74,7 +75,9 @@ def as_targets(labels: ArrayLike, n_classes: int | None = None) -> torch.Tensor:
 
 def as_features(features: ArrayLike) -> torch.Tensor:
     """Features as an (n, d) tensor; higher-rank inputs are flattened per sample."""
-    t = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
+    t = torch.as_tensor(
+        np.asarray(features) if not isinstance(features, torch.Tensor) else features
+    )
     if t.ndim == 1:
         return t[:, None]
     if t.ndim == 0:
@@ -85,7 +88,7 @@ def as_features(features: ArrayLike) -> torch.Tensor:
 def ratio_density(deltas: Sequence[float], lfr: Sequence[float]) -> RatioDensity:
     """RDF(u_j) = (LFR_j - LFR_{j-1}) / (u_j - u_{j-1}) on δ sorted by u = 1/δ ascending."""
     u = [1.0 / d for d in deltas]
-    if any(b <= a for a, b in zip(u, u[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(u)):
         raise ValueError("deltas must be sorted so that 1/δ strictly ascends")
     rdf = [(lfr[j] - lfr[j - 1]) / (u[j] - u[j - 1]) for j in range(1, len(u))]
     right = u[1:]
@@ -94,7 +97,9 @@ def ratio_density(deltas: Sequence[float], lfr: Sequence[float]) -> RatioDensity
     mass = [lfr[j] - lfr[j - 1] for j in range(1, len(u))]
     total = math.fsum(mass)
     mean = math.fsum(w * x for w, x in zip(mass, right, strict=True)) / total if total else None
-    return RatioDensity(inverse_deltas=right, rdf=rdf, peak_inverse_delta=peak, mean_inverse_delta=mean)
+    return RatioDensity(
+        inverse_deltas=right, rdf=rdf, peak_inverse_delta=peak, mean_inverse_delta=mean
+    )
 
 
 def _resolve_grid(
@@ -170,7 +175,9 @@ def analyze_frequency(
     if power == 0.0:
         raise ValueError("labels are all zero: the low frequency ratio is undefined")
 
-    zn = normalize(z.to(dev, dtype=dtype if z.is_floating_point() else torch.float32), normalization)
+    zn = normalize(
+        z.to(dev, dtype=dtype if z.is_floating_point() else torch.float32), normalization
+    )
     grid = _resolve_grid(zn, deltas, inverse_deltas, auto_deltas)
     y = y.to(dev)
 
@@ -232,7 +239,9 @@ def _relative_errors(residual: torch.Tensor, reference: torch.Tensor) -> list[fl
     """sqrt(Σ|residual|^2 / Σ|reference|^2) per δ; None where the reference has no power."""
     num = (residual**2).sum(dim=(1, 2)).cpu()
     den = (reference**2).sum(dim=(1, 2)).cpu()
-    return [math.sqrt(a / b) if b > 0 else None for a, b in zip(num.tolist(), den.tolist(), strict=True)]
+    return [
+        math.sqrt(a / b) if b > 0 else None for a, b in zip(num.tolist(), den.tolist(), strict=True)
+    ]
 
 
 def filtering_test(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
-import torch
+if TYPE_CHECKING:  # imported where used, so the spec module stays light to import
+    import torch
 
 NormalizationMode = Literal["none", "max_abs_per_dim", "max_abs_global", "standardize_per_dim"]
 NORMALIZATION_MODES: tuple[str, ...] = get_args(NormalizationMode)
@@ -12,6 +13,8 @@ NORMALIZATION_MODES: tuple[str, ...] = get_args(NormalizationMode)
 
 def normalize(z: torch.Tensor, mode: str = "max_abs_per_dim") -> torch.Tensor:
     """Return z (n, d) scaled by `mode`; all-zero (dead) units stay 0. Never modifies z."""
+    import torch
+
     if mode == "none":
         return z
     if mode == "max_abs_per_dim":

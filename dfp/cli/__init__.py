@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -26,6 +27,7 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """Measure the Deep Frequency Principle: per-layer frequency ratios of trained networks."""
+
 
 # Imported for their side effect of registering commands on `app`.
 from dfp.cli import analyze as _analyze  # noqa: E402,F401
@@ -52,5 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     return int(result) if isinstance(result, int) else 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def run() -> None:
+    """Console-script entry: exit as soon as the work is done.
+
+    Interpreter teardown after importing torch takes about half a second; everything a
+    command writes is flushed or closed before it returns, so skipping that is safe.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,8 +13,10 @@ from dfp.cli import app
 from dfp.cli.arrays import load_array
 from dfp.cli.errors import fail
 from dfp.cli.progress import progress_callback
-from dfp_engine.frequency import FrequencyResult, analyze_frequency
 from dfp_engine.normalization import NORMALIZATION_MODES
+
+if TYPE_CHECKING:
+    from dfp_engine.frequency import FrequencyResult
 
 
 def parse_float_list(text: str, option: str) -> list[float]:
@@ -53,9 +55,7 @@ def analyze(
         Path, typer.Argument(help="Labels: 1-D integers = classes, floats = real targets.")
     ],
     deltas: Annotated[str | None, typer.Option(help="Comma-separated δ values.")] = None,
-    inverse_deltas: Annotated[
-        str | None, typer.Option(help="Comma-separated 1/δ values.")
-    ] = None,
+    inverse_deltas: Annotated[str | None, typer.Option(help="Comma-separated 1/δ values.")] = None,
     auto_deltas: Annotated[
         int | None, typer.Option(help="Automatic grid of M values (default 20).")
     ] = None,
@@ -75,7 +75,10 @@ def analyze(
     if sum(x is not None for x in (deltas, inverse_deltas, auto_deltas)) > 1:
         fail("give only one of --deltas, --inverse-deltas and --auto-deltas")
     if normalize not in NORMALIZATION_MODES:
-        fail(f"--normalize: unknown mode '{normalize}'; expected one of {', '.join(NORMALIZATION_MODES)}")
+        fail(
+            f"--normalize: unknown mode '{normalize}'; "
+            f"expected one of {', '.join(NORMALIZATION_MODES)}"
+        )
     if block_size is not None and block_size < 1:
         fail(f"--block-size must be positive, got {block_size}")
     if auto_deltas is not None and auto_deltas < 2:
@@ -87,6 +90,8 @@ def analyze(
     x = load_array(features, "features")
     y = load_array(labels, "labels")
     p = load_array(predictions, "predictions") if predictions is not None else None
+    from dfp_engine.frequency import analyze_frequency  # torch loads only when needed
+
     try:
         with progress_callback("analysing", enabled=not as_json) as on_progress:
             result = analyze_frequency(
@@ -114,7 +119,9 @@ def analyze(
     if plot is not None:
         from dfp.figures import plot_frequency
 
-        plot_frequency(result, plot, title=f"{features.name}: n = {result.n_samples}, d = {result.dim}")
+        plot_frequency(
+            result, plot, title=f"{features.name}: n = {result.n_samples}, d = {result.dim}"
+        )
     if as_json:
         sys.stdout.write(payload + "\n")
     else:

@@ -24,7 +24,7 @@ def load_array(path: Path, role: str) -> np.ndarray:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
+            array = np.asarray(np.load(path, allow_pickle=False))
         elif suffix == ".npz":
             array = _from_npz(path, role)
         elif suffix == ".csv":
@@ -62,7 +62,9 @@ def _from_csv(path: Path, role: str) -> np.ndarray:
     width = len(cells[0])
     for number, row in enumerate(cells, start=1):
         if len(row) != width:
-            fail(f"{role} file '{path}': data row {number} has {len(row)} columns, expected {width}")
+            fail(
+                f"{role} file '{path}': data row {number} has {len(row)} columns, expected {width}"
+            )
     flat = [c.strip() for row in cells for c in row]
     try:
         array = np.array([int(c) for c in flat], dtype=np.int64)

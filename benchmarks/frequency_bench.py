@@ -1,0 +1,232 @@
+"""Engine vs dense baseline for LFR, and the engine against this machine's own limits.
+
+Every measurement runs as its own process (the engine through the real `dfp analyze` CLI), so
+wall time includes start-up and peak RSS is that process's own. The machine's limits are
+measured in the same run: fp32 GEMM FLOP/s, exp/s and the kernel-times-labels product, from
+which the lower bound for the unavoidable work follows:
+
+    distance GEMM      (n^2 / 2) * 2d  flop       one triangle: the kernel is symmetric
+    exp                (n^2 / 2) * m   exps       one per unordered pair and δ
+    kernel x labels    n^2 * m * 2 * 16 flop      every ordered pair, [Y | 1] padded to 16
+
+Needs /usr/bin/time (Debian package `time`) for per-process peak RSS.
+Usage: python benchmarks/frequency_bench.py [--n 2000,5000,...] [--d 64,512,3072] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+N_CLASSES = 10
+N_DELTAS = 20
+LABEL_COLUMNS = 16  # [one-hot | 1] padded, as the engine multiplies it
+
+
+@dataclass
+class ProcessRun:
+    wall: float
+    peak_rss_gib: float
+    stdout: str
+    returncode: int
+
+
+@dataclass
+class Limits:
+    gemm_flops: float
+    exp_per_s: float
+    product_flops: float
+
+    def lower_bound(self, n: int, d: int, m: int) -> float:
+        pairs = n * n / 2
+        return (
+            pairs * 2 * d / self.gemm_flops
+            + pairs * m / self.exp_per_s
+            + n * n * m * 2 * LABEL_COLUMNS / self.product_flops
+        )
+
+
+def run_measured(cmd: list[str]) -> ProcessRun:
+    """Run a command under /usr/bin/time: wall time and the command's own peak RSS.
+
+    The figure must come from a small parent: a child forked from this (torch-sized) process
+    inherits its resident set in ru_maxrss before exec.
+    """
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:
+        start = time.perf_counter()
+        proc = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", rss_file.name, *cmd],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        wall = time.perf_counter() - start
+        lines = Path(rss_file.name).read_text().split()
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-2000:])
+    peak_kib = float(lines[-1]) if lines and lines[-1].isdigit() else float("nan")
+    return ProcessRun(wall, peak_kib / 2**20, proc.stdout, proc.returncode)
+
+
+def best_rate(work: float, fn: Callable[[], object], repeats: int = 5) -> float:
+    """work / best time of `repeats` calls after one warm-up."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return work / best
+
+
+def measure_limits() -> Limits:
+    """This machine's fp32 GEMM FLOP/s, exp/s and kernel-times-labels FLOP/s, both cores."""
+    gen = torch.Generator().manual_seed(0)
+    gemm = 0.0
+    for rows, inner in ((4096, 512), (2048, 2048), (4096, 3072)):
+        a = torch.randn(rows, inner, generator=gen)
+        b = torch.randn(inner, rows, generator=gen)
+        gemm = max(gemm, best_rate(2.0 * rows * inner * rows, lambda a=a, b=b: a @ b))
+    x = -87.0 * torch.rand(2**24, generator=gen)
+    out = torch.empty_like(x)
+    exp_rate = best_rate(float(x.numel()), lambda: torch.exp(x, out=out))
+    product = 0.0
+    for rows, inner in ((8192, 8192), (20 * 256, 256), (20 * 512, 512), (16384, 4096)):
+        k = torch.rand(rows, inner, generator=gen)
+        y = torch.randn(inner, LABEL_COLUMNS, generator=gen)
+        flop = 2.0 * rows * inner * LABEL_COLUMNS
+        product = max(product, best_rate(flop, lambda k=k, y=y: k @ y))
+    return Limits(gemm_flops=gemm, exp_per_s=exp_rate, product_flops=product)
+
+
+def make_data(n: int, d: int, folder: Path) -> tuple[Path, Path, list[float]]:
+    """Class-structured random features (10 Gaussian clusters) and their integer labels."""
+    rng = np.random.default_rng(n * 7 + d)
+    centres = rng.normal(size=(N_CLASSES, d)).astype(np.float32)
+    labels = rng.integers(0, N_CLASSES, size=n)
+    x = centres[labels] + rng.normal(scale=1.5, size=(n, d)).astype(np.float32)
+    xp, yp = folder / f"x_{n}_{d}.npy", folder / f"y_{n}_{d}.npy"
+    np.save(xp, x)
+    np.save(yp, labels)
+    # One grid for both implementations, spanning the normalised features' distance scale.
+    from dfp_engine.deltas import auto_deltas
+    from dfp_engine.normalization import normalize
+
+    deltas = auto_deltas(normalize(torch.from_numpy(x[:4096]), "max_abs_per_dim"), N_DELTAS)
+    return xp, yp, deltas
+
+
+def baseline_fits(n: int) -> bool:
+    """The baseline holds m + 1 dense n x n float64 matrices; skip it beyond 80% of RAM."""
+    need = (N_DELTAS + 2) * n * n * 8
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return need < 0.8 * total
+
+
+def dfp_command() -> list[str]:
+    script = shutil.which("dfp", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "dfp"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", default="2000,5000,10000,20000,60000")
+    parser.add_argument("--d", default="64,512,3072")
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--markdown", action="store_true", help="Print a Markdown table.")
+    args = parser.parse_args()
+    sizes = [int(v) for v in args.n.split(",")]
+    dims = [int(v) for v in args.d.split(",")]
+
+    limits = measure_limits()
+    print(
+        f"machine: fp32 GEMM {limits.gemm_flops / 1e9:.0f} GFLOP/s, "
+        f"exp {limits.exp_per_s / 1e9:.2f} G/s, "
+        f"kernel x labels {limits.product_flops / 1e9:.0f} GFLOP/s; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        flush=True,
+    )
+    header = (
+        "n",
+        "d",
+        "engine s",
+        "engine RSS GiB",
+        "engine compute s",
+        "bound s",
+        "compute/bound",
+        "baseline s",
+        "baseline RSS GiB",
+        "baseline/engine",
+        "max |ΔLFR|",
+    )
+    rows: list[tuple[str, ...]] = []
+    print(" | ".join(header), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            for d in dims:
+                xp, yp, deltas = make_data(n, d, Path(tmp))
+                grid = ",".join(repr(v) for v in deltas)
+                engine = run_measured(
+                    [*dfp_command(), "analyze", str(xp), str(yp), "--deltas", grid, "--json"]
+                )
+                if engine.returncode != 0:
+                    print(f"engine failed at n={n}, d={d}", flush=True)
+                    continue
+                result = json.loads(engine.stdout)
+                compute = result["elapsed_seconds"]
+                bound = limits.lower_bound(n, d, N_DELTAS)
+                base_cells = ("-", "-", "-", "-")
+                if not args.no_baseline and baseline_fits(n):
+                    base = run_measured(
+                        [sys.executable, str(HERE / "dense_baseline.py"), str(xp), str(yp), grid]
+                    )
+                    if base.returncode == 0:
+                        diff = max(
+                            abs(a - b)
+                            for a, b in zip(
+                                json.loads(base.stdout)["lfr"], result["lfr"], strict=True
+                            )
+                        )
+                        base_cells = (
+                            f"{base.wall:.2f}",
+                            f"{base.peak_rss_gib:.2f}",
+                            f"{base.wall / engine.wall:.1f}x",
+                            f"{diff:.1e}",
+                        )
+                row = (
+                    str(n),
+                    str(d),
+                    f"{engine.wall:.2f}",
+                    f"{engine.peak_rss_gib:.2f}",
+                    f"{compute:.2f}",
+                    f"{bound:.2f}",
+                    f"{compute / bound:.2f}",
+                    *base_cells,
+                )
+                rows.append(row)
+                print(" | ".join(row), flush=True)
+                xp.unlink()
+                yp.unlink()
+    if args.markdown:
+        print()
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
