@@ -1,4 +1,4 @@
-"""Recording hidden representations h^[l](x) with forward hooks, removed on exit (also on errors)."""
+"""Recording hidden representations h^[l](x) with forward hooks, removed on exit or error."""
 
 from __future__ import annotations
 

@@ -12,13 +12,16 @@ from __future__ import annotations
 import ast
 import math
 import re
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported on first torch evaluation: the spec stays light
+    import torch
 
 MAX_LENGTH = 500  # characters
 MAX_NODES = 200  # tree nodes after parsing
@@ -37,7 +40,7 @@ Array = Any  # np.ndarray or torch.Tensor
 @dataclass(frozen=True)
 class _Function:
     numpy: Callable[..., Any]
-    torch: Callable[..., Any]
+    torch: str  # name in the torch namespace
     arity: int = 1
 
 
@@ -46,28 +49,28 @@ def _np_sigmoid(v: Any) -> Any:
 
 
 FUNCTIONS: dict[str, _Function] = {
-    "sin": _Function(np.sin, torch.sin),
-    "cos": _Function(np.cos, torch.cos),
-    "tan": _Function(np.tan, torch.tan),
-    "arcsin": _Function(np.arcsin, torch.asin),
-    "arccos": _Function(np.arccos, torch.acos),
-    "arctan": _Function(np.arctan, torch.atan),
-    "sinh": _Function(np.sinh, torch.sinh),
-    "cosh": _Function(np.cosh, torch.cosh),
-    "tanh": _Function(np.tanh, torch.tanh),
-    "exp": _Function(np.exp, torch.exp),
-    "log": _Function(np.log, torch.log),
-    "log2": _Function(np.log2, torch.log2),
-    "log10": _Function(np.log10, torch.log10),
-    "sqrt": _Function(np.sqrt, torch.sqrt),
-    "abs": _Function(np.abs, torch.abs),
-    "sign": _Function(np.sign, torch.sign),
-    "floor": _Function(np.floor, torch.floor),
-    "ceil": _Function(np.ceil, torch.ceil),
-    "sigmoid": _Function(_np_sigmoid, torch.sigmoid),
-    "min": _Function(np.minimum, torch.minimum, 2),
-    "max": _Function(np.maximum, torch.maximum, 2),
-    "atan2": _Function(np.arctan2, torch.atan2, 2),
+    "sin": _Function(np.sin, "sin"),
+    "cos": _Function(np.cos, "cos"),
+    "tan": _Function(np.tan, "tan"),
+    "arcsin": _Function(np.arcsin, "asin"),
+    "arccos": _Function(np.arccos, "acos"),
+    "arctan": _Function(np.arctan, "atan"),
+    "sinh": _Function(np.sinh, "sinh"),
+    "cosh": _Function(np.cosh, "cosh"),
+    "tanh": _Function(np.tanh, "tanh"),
+    "exp": _Function(np.exp, "exp"),
+    "log": _Function(np.log, "log"),
+    "log2": _Function(np.log2, "log2"),
+    "log10": _Function(np.log10, "log10"),
+    "sqrt": _Function(np.sqrt, "sqrt"),
+    "abs": _Function(np.abs, "abs"),
+    "sign": _Function(np.sign, "sign"),
+    "floor": _Function(np.floor, "floor"),
+    "ceil": _Function(np.ceil, "ceil"),
+    "sigmoid": _Function(_np_sigmoid, "sigmoid"),
+    "min": _Function(np.minimum, "minimum", 2),
+    "max": _Function(np.maximum, "maximum", 2),
+    "atan2": _Function(np.arctan2, "atan2", 2),
 }
 FUNCTIONS["asin"], FUNCTIONS["acos"], FUNCTIONS["atan"] = (
     FUNCTIONS["arcsin"],
@@ -101,15 +104,25 @@ class Expression:
         # inf/nan are results like any other here; the caller decides whether they are allowed.
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            if isinstance(x, torch.Tensor):
+            if _is_tensor(x):
+                import torch
+
                 xt = x if x.is_floating_point() else x.to(torch.float64)
                 return _broadcast(_eval(self.tree, xt, "torch"), xt)
             xa = np.asarray(x, dtype=np.float64)
             return _broadcast(_eval(self.tree, xa, "numpy"), xa)
 
 
+def _is_tensor(x: Any) -> bool:
+    # Anything that is a tensor was made by an already-imported torch.
+    torch_module = sys.modules.get("torch")
+    return torch_module is not None and isinstance(x, torch_module.Tensor)
+
+
 def _broadcast(value: Any, x: Array) -> Array:
-    if isinstance(x, torch.Tensor):
+    if _is_tensor(x):
+        import torch
+
         v = value if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=x.dtype)
         return v.to(device=x.device, dtype=x.dtype).expand(x.shape).clone()
     return np.broadcast_to(np.asarray(value, dtype=np.float64), x.shape).copy()
@@ -235,15 +248,21 @@ def _eval(node: Node, x: Array, backend: str) -> Any:
             return a * b
         if op == "/":
             return a / b
-        return torch.pow(a, b) if backend == "torch" else np.power(a, b)
+        return a**b if backend == "torch" else np.power(a, b)
     name, args = node[1], node[2]
     fn = FUNCTIONS[name]
     values = [_as_array(_eval(a, x, backend), x, backend) for a in args]
-    return (fn.torch if backend == "torch" else fn.numpy)(*values)
+    if backend == "torch":
+        import torch
+
+        return getattr(torch, fn.torch)(*values)
+    return fn.numpy(*values)
 
 
 def _as_array(value: Any, x: Array, backend: str) -> Array:
     if backend == "torch":
+        import torch
+
         if isinstance(value, torch.Tensor):
             return value
         return torch.tensor(value, dtype=x.dtype, device=x.device)

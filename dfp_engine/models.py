@@ -1,19 +1,15 @@
-"""Networks with named capture points: every hidden layer h^[l] can be addressed by name.
-
-Names, in forward order: `input`, then the hidden layers (`hidden.1` … for the MLP; `stage.1` …
-then `head.1` … for conv nets; the ResNet adds `stem` first), then `output`. Analysis may also
-count from the output (METHOD §1): `-1` is the output, `-2` the last hidden layer, and so on;
-a non-negative integer k is the k-th name (`0` is the input).
-"""
+"""Networks whose hidden layers are modules with stable names (see dfp_engine.layers)."""
 
 from __future__ import annotations
 
 import math
+import itertools
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from dfp_engine.layers import RESNET_STAGES, hidden_names
 from dfp_engine.spec import (
     Activation,
     CNNModel,
@@ -45,50 +41,6 @@ class Network(nn.Module):
         raise NotImplementedError
 
 
-def hidden_names(spec: ModelSpec) -> list[str]:
-    """Names of the hidden layers of a model spec, in forward order (no dataset needed)."""
-    if isinstance(spec, MLPModel):
-        return [f"hidden.{i}" for i in range(1, spec.depth + 1)]
-    if isinstance(spec, CNNModel):
-        stages = [f"stage.{i}" for i in range(1, len(spec.channels) + 1)]
-        return stages + [f"head.{i}" for i in range(1, len(spec.head_widths) + 1)]
-    n_stages = len(RESNET_STAGE_SCALE) - spec.variant
-    stages = ["stem"] + [f"stage.{i}" for i in range(1, n_stages + 1)]
-    return stages + [f"head.{i}" for i in range(1, len(spec.head_widths) + 1)]
-
-
-def capture_names(spec: ModelSpec) -> list[str]:
-    """`input`, every hidden layer, `output`."""
-    return ["input", *hidden_names(spec), "output"]
-
-
-def resolve_layer(name: str, names: Sequence[str]) -> str:
-    """A layer name or index (`-2`, `3`) as its canonical name, or ValueError listing the options."""
-    if name in names:
-        return name
-    try:
-        index = int(name)
-    except ValueError:
-        index = None
-    if index is not None and -len(names) <= index < len(names):
-        return names[index]
-    options = ", ".join(names)
-    raise ValueError(f"unknown layer '{name}'; this model has {options} (or -1 … -{len(names)})")
-
-
-def resolve_layers(requested: str | Sequence[str], names: Sequence[str]) -> list[str]:
-    """'all' → input plus every hidden layer; otherwise each name resolved, duplicates dropped."""
-    if requested == "all":
-        return [n for n in names if n != "output"]
-    out: list[str] = []
-    for name in requested:
-        canonical = resolve_layer(name, names)
-        if canonical not in out:
-            out.append(canonical)
-    # Keep forward order so figures and tables read from input to output.
-    return sorted(out, key=names.index)
-
-
 def _activation(name: Activation) -> nn.Module:
     return ACTIVATIONS[name]()
 
@@ -101,7 +53,7 @@ class MLP(Network):
         widths = [in_features, *spec.widths()]
         self.hidden = nn.ModuleList(
             nn.Sequential(nn.Linear(a, b, bias=spec.bias), _activation(spec.activation))
-            for a, b in zip(widths, widths[1:], strict=False)
+            for a, b in itertools.pairwise(widths)
         )
         self.output = nn.Linear(widths[-1], n_outputs, bias=spec.bias)
 
@@ -126,7 +78,7 @@ class _Head(nn.Module):
         sizes = [in_features, *widths]
         self.layers = nn.ModuleList(
             nn.Sequential(nn.Linear(a, b), _activation(activation))
-            for a, b in zip(sizes, sizes[1:], strict=False)
+            for a, b in itertools.pairwise(sizes)
         )
         self.out_features = sizes[-1]
 
@@ -228,7 +180,7 @@ class ResNet(Network):
             nn.BatchNorm2d(width),
             _activation(spec.activation),
         )
-        n_stages = len(RESNET_STAGE_SCALE) - spec.variant
+        n_stages = RESNET_STAGES - spec.variant
         stages: list[nn.Module] = []
         in_ch = width
         for scale, stride, blocks in zip(

@@ -23,7 +23,8 @@ from dfp_engine import __version__
 from dfp_engine.capture import capture_representations
 from dfp_engine.datasets import Dataset, load_dataset
 from dfp_engine.frequency import analyze_frequency
-from dfp_engine.models import Network, build_model, capture_names, resolve_layer, resolve_layers
+from dfp_engine.layers import capture_names, resolve_layer, resolve_layers
+from dfp_engine.models import Network, build_model
 from dfp_engine.results import (
     Checkpoint,
     Environment,
@@ -75,7 +76,7 @@ CancelCheck = Callable[[], bool]
 CheckpointCallback = Callable[[int, Checkpoint], None]
 
 
-class _Diverged(Exception):
+class _DivergedError(Exception):
     """Raised inside a run when the network's state stops being finite."""
 
 
@@ -186,7 +187,7 @@ def _analyse(
     for name in layers:
         features = reps[name]
         if not torch.isfinite(features).all():
-            raise _Diverged(f"layer {name} holds NaN or inf values")
+            raise _DivergedError(f"layer {name} holds NaN or inf values")
         n, d = features.shape
         work = n * n * (d + AUTO_GRID_SIZE)
         threads = 1 if device.type == "cpu" and work < SMALL_ANALYSIS_WORK else None
@@ -294,7 +295,7 @@ def _train(
         t0 = time.perf_counter()
         try:
             layer_results = _analyse(run, model, x_a, y_a, layers, data, device)
-        except _Diverged as exc:
+        except _DivergedError as exc:
             return ErrorInfo(code="diverged", message=f"at epoch {epoch}: {exc}")
         finally:
             state.analysis_seconds += time.perf_counter() - t0
@@ -375,9 +376,9 @@ def _train(
             )
     if stop == "cancelled":
         return "cancelled", _cancel_error(state, epoch)
-    if stop == "max_steps" and (not state.checkpoints or state.checkpoints[-1].epoch != epoch):
-        if (error := analyse(epoch)) is not None:
-            return "failed", error
+    unanalysed = not state.checkpoints or state.checkpoints[-1].epoch != epoch
+    if stop == "max_steps" and unanalysed and (error := analyse(epoch)) is not None:
+        return "failed", error
     state.stop_reason = stop or "epochs"
     return "succeeded", None
 

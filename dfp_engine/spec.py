@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 from pathlib import Path
@@ -151,7 +152,7 @@ DatasetSpec = Annotated[
     | Annotated[NpzDataset, Tag("npz")],
     Discriminator(
         _kind_tag(
-            "synthetic_1d", {k: "torchvision" for k in ("mnist", "fashion_mnist", "cifar10")}
+            "synthetic_1d", dict.fromkeys(("mnist", "fashion_mnist", "cifar10"), "torchvision")
         ),
         custom_error_type="dataset_kind",
         custom_error_message="kind must be one of synthetic_1d, synthetic_nd, digits, mnist1d, "
@@ -217,7 +218,7 @@ class CNNModel(SpecModel):
 
 
 class ResNetModel(SpecModel):
-    """CIFAR ResNet18; `variant` k removes the k deepest residual stages, the head stays the same."""
+    """CIFAR ResNet18; `variant` k drops the k deepest residual stages, the head stays the same."""
 
     kind: Literal["resnet"] = "resnet"
     variant: int = Field(0, ge=0, le=3, description="Residual stages removed from the deep end.")
@@ -260,7 +261,7 @@ class LRSchedule(SpecModel):
     @field_validator("milestones")
     @classmethod
     def _increasing(cls, v: list[int]) -> list[int]:
-        if any(m < 1 for m in v) or any(b <= a for a, b in zip(v, v[1:], strict=False)):
+        if any(m < 1 for m in v) or any(b <= a for a, b in itertools.pairwise(v)):
             raise ValueError("must be strictly increasing positive epochs")
         return v
 
@@ -464,7 +465,7 @@ class ExperimentSpec(SpecModel):
                     f"epochs {late} are after the last epoch ({self.training.epochs})",
                     late,
                 )
-        from dfp_engine.models import capture_names, resolve_layer
+        from dfp_engine.layers import capture_names, resolve_layer
 
         names = capture_names(self.model)
         requested = self.analysis.layers if isinstance(self.analysis.layers, list) else []
@@ -622,4 +623,5 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Experimen
 
 def spec_json_schema() -> dict[str, Any]:
     """The JSON schema of ExperimentSpec."""
-    return ExperimentSpec.model_json_schema()
+    schema: dict[str, Any] = ExperimentSpec.model_json_schema()
+    return schema

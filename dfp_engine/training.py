@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812 - the universal alias
 from torch import nn
 
 from dfp_engine.datasets import Dataset
@@ -226,7 +226,7 @@ class Trainer:
                     stop = "target_reached"
                     break
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             self.optimizer.step()
             self.step += 1
         if self.scheduler is not None and stop is None:

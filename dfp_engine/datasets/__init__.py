@@ -104,7 +104,7 @@ def _split(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     if len(x) != len(y):
         raise ValueError(f"dataset: x has {len(x)} samples but y has {len(y)}")
-    n_test = int(round(fraction * len(x)))
+    n_test = round(fraction * len(x))
     if n_test == 0:
         return x, y, x[:0], y[:0]
     order = rng.permutation(len(x))

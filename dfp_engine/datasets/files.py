@@ -15,7 +15,7 @@ import io
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -71,7 +71,7 @@ def read_idx_dataset(root: Path, kind: str) -> Arrays:
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles dicts, lists, bytes and numpy arrays only: a batch file cannot run code."""
 
-    ALLOWED = {
+    ALLOWED: ClassVar[dict[tuple[str, str], tuple[str, str]]] = {
         ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.numeric", "_frombuffer"): ("numpy._core.numeric", "_frombuffer"),
