@@ -44,7 +44,8 @@ class Checkpoint(ResultModel):
 
 
 class HistoryPoint(ResultModel):
-    """Losses after `epoch` epochs; train values at epoch > 0 average the epoch's batches."""
+    """Losses at `epoch`: test values after that many epochs; train values at epoch > 0 average
+    the epoch's batch losses, each computed before its update (epoch 0: at initialisation)."""
 
     epoch: int
     step: int

@@ -319,7 +319,8 @@ def _train(
         )
 
     initial_loss, initial_accuracy = trainer.evaluate(trainer.x, trainer.y)
-    assert initial_loss is not None  # the train split is never empty
+    if initial_loss is None:  # pragma: no cover - datasets guarantee two training samples
+        raise ValueError("dataset: the train split is empty")
     if not math.isfinite(initial_loss):
         return "failed", ErrorInfo(
             code="diverged", message="the loss at initialisation is not finite"
@@ -334,6 +335,7 @@ def _train(
     if run.training.stop_at_target and state.steps_to_target is not None:
         stop = "target_reached"
     epoch = 0
+    current = (initial_loss, initial_accuracy)  # train loss and accuracy of the latest state
     while stop is None and epoch < epochs:
         if cancelled():
             stop = "cancelled"
@@ -341,43 +343,42 @@ def _train(
         if run.training.max_steps is not None and trainer.step >= run.training.max_steps:
             stop = "max_steps"
             break
-        steps_before = trainer.step
         stats = trainer.train_epoch(should_cancel=cancelled)
         if stats.stop == "diverged":
             message = f"train loss became {stats.loss} at epoch {epoch + 1} (step {trainer.step})"
             return "failed", ErrorInfo(code="diverged", message=message)
-        if stats.batches == 0:  # cancelled or out of steps before the first batch
+        if trainer.full_batch and stats.target_step is not None and state.steps_to_target is None:
+            state.steps_to_target = state.epochs_to_target = stats.target_step
+        if stats.stop == "cancelled" or stats.batches == 0:
+            # A cancelled epoch is left unrecorded: its numbers would describe half an epoch.
             stop = stats.stop
             break
+        if stats.stop == "target_reached" and trainer.full_batch:
+            # The loss met the target before this epoch's update, so the model is still the
+            # one after `epoch` epochs, and the loss just computed is exactly its loss.
+            stop, current = "target_reached", (stats.loss, stats.accuracy)
+            break
         epoch += 1
-        stop = stats.stop
-        if trainer.full_batch:
-            if stats.target_step is not None and state.steps_to_target is None:
-                state.steps_to_target = stats.target_step
-                state.epochs_to_target = stats.target_step
-        else:
+        stop, current = stats.stop, (stats.loss, stats.accuracy)
+        if not trainer.full_batch:
             state.reached_target(stats.loss, trainer.step, epoch)
         if run.training.stop_at_target and state.steps_to_target is not None:
             stop = stop or "target_reached"
-        last = stop is not None or epoch == epochs
-        if epoch % every == 0 or epoch in schedule or last:
-            log(epoch, stats.loss, stats.accuracy)
-        if stop == "cancelled":
-            break
-        if epoch in schedule or last:
+        if epoch % every == 0 or epoch in schedule:
+            log(epoch, *current)
+        if epoch in schedule:
             state.progress(
                 epoch, trainer.step, stats.loss, f"{state.label}: analysing epoch {epoch}"
             )
             if (error := analyse(epoch)) is not None:
                 return "failed", error
-        if trainer.step != steps_before or last:
-            state.progress(
-                epoch, trainer.step, stats.loss, f"{state.label}: epoch {epoch}/{epochs}"
-            )
+        state.progress(epoch, trainer.step, stats.loss, f"{state.label}: epoch {epoch}/{epochs}")
     if stop == "cancelled":
         return "cancelled", _cancel_error(state, epoch)
-    unanalysed = not state.checkpoints or state.checkpoints[-1].epoch != epoch
-    if stop == "max_steps" and unanalysed and (error := analyse(epoch)) is not None:
+    # A run that ended early (target reached, step limit) is recorded in the state it ended in.
+    if state.history[-1].epoch != epoch:
+        log(epoch, *current)
+    if state.checkpoints[-1].epoch != epoch and (error := analyse(epoch)) is not None:
         return "failed", error
     state.stop_reason = stop or "epochs"
     return "succeeded", None

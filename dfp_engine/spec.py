@@ -424,8 +424,14 @@ class SweepSpec(SpecModel):
 
 
 _UNSWEEPABLE = {"name", "sweep"}
-# Locations whose next segment is a union tag, not a field: dropped from user-facing paths.
-_TAGGED_UNIONS = {("dataset",), ("model",), ("analysis", "deltas"), ("analysis", "checkpoints")}
+# Locations whose next segment may be a union tag rather than a field: tags are dropped from
+# user-facing paths.
+_TAGGED_UNIONS: dict[tuple[str | int, ...], set[str]] = {
+    ("dataset",): {"synthetic_1d", "synthetic_nd", "digits", "mnist1d", "torchvision", "npz"},
+    ("model",): {"mlp", "cnn", "resnet"},
+    ("analysis", "deltas"): {"auto", "list", "inverse", "grid"},
+    ("analysis", "checkpoints"): {"every", "list"},
+}
 
 
 class ExperimentSpec(SpecModel):
@@ -527,19 +533,19 @@ def error_path(loc: tuple[int | str, ...]) -> str:
     """A pydantic error location as the user wrote it: `analysis.layers[0]`, union tags dropped."""
     parts: list[str] = []
     fields: list[int | str] = []
-    skip = False
+    tag_seen = False  # at most one tag follows each union location
     for segment in loc:
-        if skip:
-            skip = False
-            continue
         if isinstance(segment, str) and ("[" in segment or "(" in segment):
             continue  # validator or type markers such as 'function-after[...]' or 'list[int]'
+        if not tag_seen and segment in _TAGGED_UNIONS.get(tuple(fields), set()):
+            tag_seen = True
+            continue
+        tag_seen = False
         fields.append(segment)
         if isinstance(segment, int):
             parts.append(f"[{segment}]")
         else:
             parts.append(("." if parts else "") + segment)
-        skip = tuple(fields) in _TAGGED_UNIONS
     return "".join(parts)
 
 
