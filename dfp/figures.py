@@ -6,6 +6,7 @@ import io
 import math
 import re
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -242,8 +243,11 @@ def _filtering(result: ExperimentResult, run: RunResult) -> Figure:
     """e_low and e_high of the filtering test over epochs (columns) and δ (rows)."""
     layers = [la for c in run.checkpoints for la in c.layers if la.e_low is not None][:1]
     name = layers[0].layer if layers else "input"
-    rows = [(c.epoch, _layer(c, name)) for c in run.checkpoints]
-    rows = [(e, la) for e, la in rows if la is not None and la.e_low is not None]
+    rows = [
+        (c.epoch, la)
+        for c in run.checkpoints
+        if (la := _layer(c, name)) is not None and la.e_low is not None
+    ]
     deltas = rows[0][1].deltas if rows else []
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for ax, key in zip(axes, ("e_low", "e_high"), strict=True):
@@ -271,24 +275,24 @@ def _run_figures(result: ExperimentResult) -> dict[str, Callable[[], Figure]]:
         if not run.checkpoints:
             continue
         i = run.index
-        figures[f"rdf_layers_run_{i}"] = lambda run=run: _rdf_layers(result, run)
-        figures[f"rdf_peaks_run_{i}"] = lambda run=run: _peaks(result, run)
+        figures[f"rdf_layers_run_{i}"] = partial(_rdf_layers, result, run)
+        figures[f"rdf_peaks_run_{i}"] = partial(_peaks, result, run)
         if any(la.e_low is not None for c in run.checkpoints for la in c.layers):
-            figures[f"filtering_run_{i}"] = lambda run=run: _filtering(result, run)
+            figures[f"filtering_run_{i}"] = partial(_filtering, result, run)
     return figures
 
 
 def _catalogue(result: ExperimentResult) -> dict[str, Callable[[], Figure]]:
     figures: dict[str, Callable[[], Figure]] = {}
     if any(run.history for run in result.runs):
-        figures["loss_curves"] = lambda: _loss_curves(result)
+        figures["loss_curves"] = partial(_loss_curves, result)
     swept = _sweep_field(result) is not None
     analysed = [run for run in result.runs if run.checkpoints]
     if swept and len(analysed) > 1:
-        figures["rdf_across_runs"] = lambda: _rdf_across_runs(result)
+        figures["rdf_across_runs"] = partial(_rdf_across_runs, result)
     target = result.spec.get("training", {}).get("target_loss")
     if swept and target is not None and result.summary:
-        figures["steps_to_target"] = lambda: _steps_to_target(result)
+        figures["steps_to_target"] = partial(_steps_to_target, result)
     figures.update(_run_figures(result))
     return figures
 

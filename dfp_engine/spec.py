@@ -580,7 +580,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """A copy of the raw spec mapping with `field.path=value` overrides set (parents created)."""
-    out = json.loads(json.dumps(data))
+    out: dict[str, Any] = json.loads(json.dumps(data))
     for text in overrides:
         key, value = parse_override(text)
         node = out

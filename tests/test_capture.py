@@ -25,9 +25,14 @@ def test_hooks_are_removed_on_exit_and_on_error() -> None:
         model(torch.randn(4, 3))
         assert [t.shape for t in store["hidden.1"]] == [(4, 6)]
     assert hook_count(model) == 0
-    with pytest.raises(RuntimeError, match="boom"), capture_hooks(model, ["hidden.2"]):
-        assert hook_count(model) == 1
-        raise RuntimeError("boom")
+
+    def fail_inside() -> None:
+        with capture_hooks(model, ["hidden.2"]):
+            assert hook_count(model) == 1
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fail_inside()
     assert hook_count(model) == 0
 
 

@@ -66,7 +66,7 @@ def test_digits_are_images_with_ten_classes() -> None:
     assert data.input_shape == (1, 8, 8) and data.task == "classification"
     assert data.n_classes == 10 and data.y_train.dtype == torch.int64
     assert len(data.x_train) + len(data.x_test) == 1797
-    assert 0.0 <= float(data.x_train.min()) and float(data.x_train.max()) <= 1.0
+    assert float(data.x_train.min()) >= 0.0 and float(data.x_train.max()) <= 1.0
 
 
 def test_scaling_is_fitted_on_the_train_split_only() -> None:
@@ -150,7 +150,7 @@ def test_malformed_idx_files_are_value_errors(tmp_path: Path) -> None:
         read_idx(short)
     write_mnist(tmp_path / "m")
     os.remove(tmp_path / "m" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte")
-    with pytest.raises(ValueError, match="missing .*t10k-labels-idx1-ubyte"):
+    with pytest.raises(ValueError, match=r"missing .*t10k-labels-idx1-ubyte"):
         load_dataset(dataset(kind="mnist", root=str(tmp_path / "m")))
 
 

@@ -91,7 +91,7 @@ def test_an_escape_attempt_leaves_no_trace(tmp_path: Path) -> None:
         f"open('{marker}', 'w')",
         "exec('import os')",
     ):
-        with pytest.raises(ValueError, match="not allowed|unknown"):
+        with pytest.raises(ValueError, match=r"not allowed|unknown"):
             parse_expression(text)
     assert not marker.exists()
 

@@ -256,17 +256,13 @@ def test_bad_data_or_devices_raise_value_errors(tmp_path: Any) -> None:
     zero = tiny_1d(dataset={"expression": "0*x"})
     with pytest.raises(ValueError, match="all zero"):
         run_one(zero, 0)
-    with pytest.raises(ValueError, match="cnn.* needs image inputs"):
-        np.savez(tmp_path / "v.npz", x=np.zeros((10, 3)), y=np.arange(10) % 2)
-        run_one(
-            ExperimentSpec.model_validate(
-                {
-                    "dataset": {"kind": "npz", "path": str(tmp_path / "v.npz")},
-                    "model": {"kind": "cnn"},
-                }
-            ),
-            0,
-        )
+    np.savez(tmp_path / "v.npz", x=np.zeros((10, 3)), y=np.arange(10) % 2)
+    vectors = {
+        "dataset": {"kind": "npz", "path": str(tmp_path / "v.npz")},
+        "model": {"kind": "cnn"},
+    }
+    with pytest.raises(ValueError, match=r"cnn.* needs image inputs"):
+        run_one(ExperimentSpec.model_validate(vectors), 0)
 
 
 def test_summary_assemble_and_environment() -> None:

@@ -21,14 +21,16 @@ from dfp_engine.spec import (
     spec_json_schema,
 )
 
-ISSUE_EXAMPLE = """
-name: deeper-is-faster-1d
-dataset: {kind: synthetic_1d, expression: "cos(3*x) + cos(5*x)", n_points: 61, interval: [-3.14159, 3.14159]}
-model: {kind: mlp, depth: 3, width: 50, activation: tanh}
-training: {optimizer: adam, lr: 0.0005, batch_size: null, epochs: 5000, loss: mse, target_loss: 0.001, seed: 0}
-analysis: {layers: all, checkpoints: {every: 500}, deltas: auto, normalize: max_abs_per_dim}
-sweep: {field: model.depth, values: [3, 4, 5, 6, 7]}
-"""
+ISSUE_EXAMPLE = (
+    "name: deeper-is-faster-1d\n"
+    'dataset: {kind: synthetic_1d, expression: "cos(3*x) + cos(5*x)", n_points: 61, '
+    "interval: [-3.14159, 3.14159]}\n"
+    "model: {kind: mlp, depth: 3, width: 50, activation: tanh}\n"
+    "training: {optimizer: adam, lr: 0.0005, batch_size: null, epochs: 5000, loss: mse, "
+    "target_loss: 0.001, seed: 0}\n"
+    "analysis: {layers: all, checkpoints: {every: 500}, deltas: auto, normalize: max_abs_per_dim}\n"
+    "sweep: {field: model.depth, values: [3, 4, 5, 6, 7]}\n"
+)
 
 
 def error_of(data: dict[str, Any]) -> str:
@@ -153,7 +155,7 @@ def test_overrides_set_nested_fields_from_yaml_values() -> None:
     )
     spec = ExperimentSpec.model_validate(data)
     assert spec.training.epochs == 7 and spec.model.widths() == [4, 4]
-    with pytest.raises(ValueError, match="must look like field.path=value"):
+    with pytest.raises(ValueError, match=r"must look like field\.path=value"):
         apply_overrides({}, ["training.epochs"])
 
 

@@ -143,7 +143,7 @@ def run_command(
         print("cancelled: the result holds what was recorded so far", file=sys.stderr)
         return 130
     if result.status == "failed":
-        message = result.error.message if result.error else "a run failed"
-        print(f"failed: {message}", file=sys.stderr)
+        reason = f"{result.error.code}: {result.error.message}" if result.error else "a run failed"
+        print(f"failed: {reason}", file=sys.stderr)
         return 1
     return 0
