@@ -9,6 +9,7 @@ one `cancelled`, both with everything recorded so far. Bad specs or data raise V
 
 from __future__ import annotations
 
+import hashlib
 import math
 import platform
 import time
@@ -270,8 +271,6 @@ def run_one(
 
 
 def _digest(indices: torch.Tensor) -> str:
-    import hashlib
-
     return hashlib.sha256(indices.numpy().astype(np.int64).tobytes()).hexdigest()
 
 
