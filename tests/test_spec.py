@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 from tiny_specs import EXAMPLES
 
@@ -208,3 +210,82 @@ def test_importing_the_spec_does_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+SPEC_KEYS = st.sampled_from(
+    [
+        "dataset",
+        "model",
+        "training",
+        "analysis",
+        "sweep",
+        "name",
+        "kind",
+        "expression",
+        "depth",
+        "width",
+        "values",
+        "field",
+        "layers",
+        "deltas",
+        "checkpoints",
+        "every",
+        "auto",
+        "inverse",
+        "epochs",
+        "lr",
+        "interval",
+        "root",
+        "variant",
+        "summary_layer",
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(SPEC_KEYS, JSON_VALUES | st.dictionaries(SPEC_KEYS, JSON_VALUES), max_size=5)
+)
+def test_arbitrary_spec_documents_validate_or_raise_validation_errors(data: dict[str, Any]) -> None:
+    try:
+        runs = len(ExperimentSpec.model_validate(data).run_values())
+    except ValidationError as exc:
+        runs = len(describe_validation_error(exc).splitlines())
+    assert runs >= 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(JSON_VALUES, min_size=1, max_size=4),
+    st.sampled_from(
+        [
+            "model.depth",
+            "model.width",
+            "dataset.expression",
+            "training.lr",
+            "analysis.layers",
+            "analysis.deltas",
+            "dataset.interval",
+        ]
+    ),
+)
+def test_arbitrary_sweep_values_validate_or_raise_validation_errors(
+    values: list[Any], field: str
+) -> None:
+    message = ""
+    try:
+        ExperimentSpec.model_validate({"sweep": {"field": field, "values": values}})
+    except ValidationError as exc:
+        message = describe_validation_error(exc)
+    assert not message or message.startswith(("sweep.values", "sweep.field")), message

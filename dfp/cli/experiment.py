@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sys
 import time
@@ -106,7 +107,9 @@ def run_command(
 ) -> int:
     """Train and analyse the spec's networks; write result.json and figures."""
     spec = read_spec(spec_path, overrides)
-    folder = out if out is not None else Path("runs") / spec.name
+    # The spec's name may hold anything; as a default folder name keep it to safe characters.
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.name).strip(".-") or "experiment"
+    folder = out if out is not None else Path("runs") / slug
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
