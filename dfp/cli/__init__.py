@@ -31,6 +31,7 @@ def _root() -> None:
 
 # Imported for their side effect of registering commands on `app`.
 from dfp.cli import analyze as _analyze  # noqa: E402,F401
+from dfp.cli import experiment as _experiment  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:
