@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import io
+import math
+import re
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from dfp_engine.results import Checkpoint, ExperimentResult, LayerAnalysis, RunResult
 
 if TYPE_CHECKING:
     from dfp_engine.frequency import FrequencyResult
+
+# Panels per figure at most: long checkpoint schedules show evenly chosen epochs, ends included.
+MAX_PANELS = 12
 
 
 def plot_frequency(result: FrequencyResult, path: Path, *, title: str | None = None) -> Path:
@@ -34,3 +46,285 @@ def plot_frequency(result: FrequencyResult, path: Path, *, title: str | None = N
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------ experiment figures
+#
+# Every figure below is a pure function of a stored ExperimentResult (or its JSON dict), so the
+# CLI and the service draw the same pictures: `figure_names(result)` lists what applies and
+# `render_figure(result, name)` returns PNG bytes.
+
+
+def _as_result(result: ExperimentResult | Mapping[str, Any]) -> ExperimentResult:
+    if isinstance(result, ExperimentResult):
+        return result
+    return ExperimentResult.model_validate(result)
+
+
+def _sweep_field(result: ExperimentResult) -> str | None:
+    sweep = result.spec.get("sweep")
+    return sweep.get("field") if isinstance(sweep, dict) else None
+
+
+def _run_label(result: ExperimentResult, run: RunResult) -> str:
+    field = _sweep_field(result)
+    if field is None:
+        return str(result.spec.get("name", "run"))
+    return f"{field.rsplit('.', 1)[-1]} = {run.sweep_value}"
+
+
+def _pick(items: list[Any], limit: int = MAX_PANELS) -> list[Any]:
+    """At most `limit` items spread evenly, first and last kept."""
+    if len(items) <= limit:
+        return items
+    step = (len(items) - 1) / (limit - 1)
+    return [items[round(i * step)] for i in range(limit)]
+
+
+def _panels(n: int, width: float = 4.0, height: float = 3.2) -> tuple[Figure, list[Axes]]:
+    cols = min(n, 4)
+    rows = math.ceil(n / cols)
+    # Fixed margins: a layout engine costs seconds on a 12-panel figure.
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    fig.subplots_adjust(
+        left=0.25 / cols,
+        right=1 - 0.06 / cols,
+        bottom=0.45 / (height * rows),
+        top=1 - 0.8 / (height * rows),
+        wspace=0.28,
+        hspace=0.42 * 3.2 / height,
+    )
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _rdf_line(ax: Axes, layer: LayerAnalysis, label: str, color: Any = None) -> None:
+    ax.plot(
+        layer.rdf_inverse_deltas, layer.rdf, marker="o", ms=2.5, lw=1.2, label=label, color=color
+    )
+    if layer.peak_inverse_delta is not None:
+        ax.axvline(layer.peak_inverse_delta, color=ax.lines[-1].get_color(), lw=0.6, ls=":")
+
+
+def _style_rdf(ax: Axes, title: str) -> None:
+    ax.set(xscale="log", xlabel="1/δ", ylabel="RDF", title=title)
+    ax.grid(alpha=0.3)
+
+
+def _rdf_layers(result: ExperimentResult, run: RunResult) -> Figure:
+    """One panel per checkpoint, one line per analysed layer: RDF against 1/δ."""
+    checkpoints = _pick(run.checkpoints)
+    fig, axes = _panels(max(len(checkpoints), 1))
+    cmap = plt.get_cmap("viridis")
+    for ax, checkpoint in zip(axes, checkpoints, strict=False):
+        n = len(checkpoint.layers)
+        for k, layer in enumerate(checkpoint.layers):
+            _rdf_line(ax, layer, layer.layer, cmap(k / max(n - 1, 1)))
+        _style_rdf(ax, f"epoch {checkpoint.epoch}")
+    if checkpoints:
+        axes[0].legend(fontsize=7, loc="upper right")
+    fig.suptitle(f"RDF of each layer's effective target ({_run_label(result, run)})")
+    return fig
+
+
+def _rdf_across_runs(result: ExperimentResult) -> Figure:
+    """One panel per checkpoint epoch, one line per run: the summary layer's RDF."""
+    layers = {row.sweep_value.__repr__(): row.layer for row in result.summary}
+    epochs = sorted({c.epoch for run in result.runs for c in run.checkpoints})
+    chosen = _pick(epochs)
+    fig, axes = _panels(max(len(chosen), 1))
+    cmap = plt.get_cmap("plasma")
+    for ax, epoch in zip(axes, chosen, strict=False):
+        for k, run in enumerate(result.runs):
+            name = layers.get(run.sweep_value.__repr__())
+            checkpoint = next((c for c in run.checkpoints if c.epoch == epoch), None)
+            layer = _layer(checkpoint, name)
+            if layer is not None:
+                color = cmap(0.85 * k / max(len(result.runs) - 1, 1))
+                _rdf_line(ax, layer, f"{_run_label(result, run)} ({layer.layer})", color)
+        _style_rdf(ax, f"epoch {epoch}")
+    if chosen:
+        axes[0].legend(fontsize=7, loc="upper right")
+    fig.suptitle("RDF of the summary layer across runs")
+    return fig
+
+
+def _layer(checkpoint: Checkpoint | None, name: str | None) -> LayerAnalysis | None:
+    if checkpoint is None or name is None:
+        return None
+    return next((la for la in checkpoint.layers if la.layer == name), None)
+
+
+def _peaks(result: ExperimentResult, run: RunResult) -> Figure:
+    """RDF peak position (1/δ) of every analysed layer over training."""
+    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    cmap = plt.get_cmap("viridis")
+    names = run.layer_names or [la.layer for la in run.checkpoints[0].layers]
+    for k, name in enumerate(names):
+        points = [
+            (c.epoch, la.peak_inverse_delta)
+            for c in run.checkpoints
+            if (la := _layer(c, name)) is not None and la.peak_inverse_delta is not None
+        ]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker="o", ms=3, label=name, color=cmap(k / max(len(names) - 1, 1)))
+    ax.set(yscale="log", xlabel="epoch", ylabel="RDF peak 1/δ", title=_run_label(result, run))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def _loss_curves(result: ExperimentResult) -> Figure:
+    """Training (solid) and test (dashed) loss per run against epochs."""
+    fig, ax = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
+    cmap = plt.get_cmap("plasma")
+    for k, run in enumerate(result.runs):
+        color = cmap(0.85 * k / max(len(result.runs) - 1, 1))
+        epochs = [h.epoch for h in run.history]
+        ax.plot(
+            epochs,
+            [h.train_loss for h in run.history],
+            color=color,
+            lw=1.2,
+            label=_run_label(result, run),
+        )
+        test = [(h.epoch, h.test_loss) for h in run.history if h.test_loss is not None]
+        if test:
+            xs, ys = zip(*test, strict=True)
+            ax.plot(xs, ys, color=color, lw=1, ls="--")
+    target = result.spec.get("training", {}).get("target_loss")
+    if target is not None:
+        ax.axhline(target, color="grey", lw=0.8, ls=":", label="target loss")
+    ax.set(yscale="log", xlabel="epoch", ylabel="loss", title="Loss (train solid, test dashed)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def _steps_to_target(result: ExperimentResult) -> Figure:
+    """Steps to the target loss against the swept value; runs that missed it sit on top."""
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    labels = [str(row.sweep_value) for row in result.summary]
+    reached = [
+        (i, row.steps_to_target)
+        for i, row in enumerate(result.summary)
+        if row.steps_to_target is not None
+    ]
+    missed = [i for i, row in enumerate(result.summary) if row.steps_to_target is None]
+    if reached:
+        xs, ys = zip(*reached, strict=True)
+        ax.plot(xs, ys, marker="o", color="C0", label="reached")
+    ceiling = max(
+        [y for _, y in reached]
+        + [max((r.history[-1].step for r in result.runs if r.history), default=1)]
+    )
+    if missed:
+        ax.scatter(
+            missed,
+            [ceiling] * len(missed),
+            marker="^",
+            facecolors="none",
+            edgecolors="C3",
+            label="not reached",
+        )
+    ax.set_xticks(range(len(labels)), labels, rotation=30 if max(map(len, labels)) > 6 else 0)
+    field = _sweep_field(result) or "run"
+    target = result.spec.get("training", {}).get("target_loss")
+    ax.set(xlabel=field, ylabel="steps to target", title=f"Steps to train loss {target}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _filtering(result: ExperimentResult, run: RunResult) -> Figure:
+    """e_low and e_high of the filtering test over epochs (columns) and δ (rows)."""
+    layers = [la for c in run.checkpoints for la in c.layers if la.e_low is not None][:1]
+    name = layers[0].layer if layers else "input"
+    rows = [
+        (c.epoch, la)
+        for c in run.checkpoints
+        if (la := _layer(c, name)) is not None and la.e_low is not None
+    ]
+    deltas = rows[0][1].deltas if rows else []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for ax, key in zip(axes, ("e_low", "e_high"), strict=True):
+        grid = [[_nan(v) for v in (getattr(la, key) or [])] for _, la in rows]
+        data = list(map(list, zip(*grid, strict=True))) if grid else [[math.nan]]
+        image = ax.imshow(
+            data, aspect="auto", origin="lower", cmap="magma", vmin=0.0, interpolation="nearest"
+        )
+        ticks = _pick(list(range(len(rows))), 10)
+        ax.set_xticks(ticks, [str(rows[i][0]) for i in ticks])
+        ax.set_yticks(range(len(deltas)), [f"{d:.3g}" for d in deltas])
+        ax.set(xlabel="epoch", ylabel="δ", title=key)
+        fig.colorbar(image, ax=ax)
+    fig.suptitle(f"Filtering test in input space ({_run_label(result, run)})")
+    return fig
+
+
+def _nan(v: float | None) -> float:
+    return math.nan if v is None else v
+
+
+def _run_figures(result: ExperimentResult) -> dict[str, Callable[[], Figure]]:
+    figures: dict[str, Callable[[], Figure]] = {}
+    for run in result.runs:
+        if not run.checkpoints:
+            continue
+        i = run.index
+        figures[f"rdf_layers_run_{i}"] = partial(_rdf_layers, result, run)
+        figures[f"rdf_peaks_run_{i}"] = partial(_peaks, result, run)
+        if any(la.e_low is not None for c in run.checkpoints for la in c.layers):
+            figures[f"filtering_run_{i}"] = partial(_filtering, result, run)
+    return figures
+
+
+def _catalogue(result: ExperimentResult) -> dict[str, Callable[[], Figure]]:
+    figures: dict[str, Callable[[], Figure]] = {}
+    if any(run.history for run in result.runs):
+        figures["loss_curves"] = partial(_loss_curves, result)
+    swept = _sweep_field(result) is not None
+    analysed = [run for run in result.runs if run.checkpoints]
+    if swept and len(analysed) > 1:
+        figures["rdf_across_runs"] = partial(_rdf_across_runs, result)
+    target = result.spec.get("training", {}).get("target_loss")
+    if swept and target is not None and result.summary:
+        figures["steps_to_target"] = partial(_steps_to_target, result)
+    figures.update(_run_figures(result))
+    return figures
+
+
+def figure_names(result: ExperimentResult | Mapping[str, Any]) -> list[str]:
+    """Names of the figures that apply to this result (URL-safe, without extension)."""
+    return list(_catalogue(_as_result(result)))
+
+
+def render_figure(result: ExperimentResult | Mapping[str, Any], name: str) -> bytes:
+    """One figure of a stored result as PNG bytes; ValueError for a name that does not apply."""
+    catalogue = _catalogue(_as_result(result))
+    if name not in catalogue:
+        raise ValueError(f"no figure '{name}' for this result; available: {', '.join(catalogue)}")
+    fig = catalogue[name]()
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_figures(result: ExperimentResult | Mapping[str, Any], folder: Path) -> list[Path]:
+    """Every applicable figure as `<folder>/<name>.png`."""
+    parsed = _as_result(result)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in figure_names(parsed):
+        if not re.fullmatch(r"[a-z0-9_]+", name):  # pragma: no cover - names are ours
+            raise ValueError(f"bad figure name {name!r}")
+        path = folder / f"{name}.png"
+        path.write_bytes(render_figure(parsed, name))
+        paths.append(path)
+    return paths

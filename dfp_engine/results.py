@@ -31,6 +31,8 @@ class LayerAnalysis(ResultModel):
     rdf: list[float]
     peak_inverse_delta: float | None
     mean_inverse_delta: float | None
+    lfr_limit: float | None = Field(None, description="LFR as δ → ∞: |mean y|² / mean |y|².")
+    n_samples: int | None = None
     e_low: list[float] | None = None
     e_high: list[float] | None = None
 
@@ -42,6 +44,9 @@ class Checkpoint(ResultModel):
 
 
 class HistoryPoint(ResultModel):
+    """Losses at `epoch`: test values after that many epochs; train values at epoch > 0 average
+    the epoch's batch losses, each computed before its update (epoch 0: at initialisation)."""
+
     epoch: int
     step: int
     train_loss: float
@@ -62,6 +67,12 @@ class RunResult(ResultModel):
     n_train: int = 0
     n_test: int = 0
     n_analysis: int = 0
+    analysis_subset_sha256: str | None = Field(
+        None, description="Hash of the analysed sample indices (the same at every checkpoint)."
+    )
+    stop_reason: str | None = Field(
+        None, description="epochs, target_reached or max_steps for a finished run."
+    )
     layer_names: list[str] = Field(default_factory=list)
     history: list[HistoryPoint] = Field(default_factory=list)
     checkpoints: list[Checkpoint] = Field(default_factory=list)

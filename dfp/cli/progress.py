@@ -23,3 +23,24 @@ def progress_callback(label: str, *, enabled: bool = True) -> Iterator[Callable[
     with Progress(*columns, TimeElapsedColumn(), transient=True) as bar:
         task = bar.add_task(label, total=1.0)
         yield lambda fraction: bar.update(task, completed=fraction)
+
+
+@contextmanager
+def progress_bar(label: str, *, enabled: bool = True) -> Iterator[Callable[[float, str], None]]:
+    """Yield `update(fraction, description)` driving a bar whose text changes as work goes on."""
+    if not (enabled and sys.stderr.isatty()):
+        yield lambda fraction, description: None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+    )
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(label, total=1.0)
+        yield lambda fraction, description: bar.update(
+            task, completed=fraction, description=description
+        )
