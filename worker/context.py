@@ -54,3 +54,5 @@ def _forget_parent_connections(**_: object) -> None:
     for db in list(_databases):
         db.engine.dispose(close=False)
     _context = None
+    # Load the engine (torch) now rather than in the first task; this never touches CUDA.
+    import worker.execution  # noqa: F401

@@ -7,20 +7,22 @@ flag), so the training loop never waits on the database except to store a checkp
 from __future__ import annotations
 
 import logging
-import platform
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
+from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
 from dfp.experiments import lifecycle
 from dfp.experiments.lifecycle import Lease, ProgressReport
 from dfp.storage.database import Database
 from dfp_engine.results import Checkpoint, ErrorInfo, RunResult
+from dfp_engine.runner import Progress, environment, run_one, summarize
 from dfp_engine.spec import ExperimentSpec
+from dfp_engine.training import resolve_device
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -81,21 +83,21 @@ class RunMonitor:
             self._cancel.set()
 
 
-def _progress(report: Any) -> ProgressReport:
+def _progress(report: Progress) -> ProgressReport:
+    # The engine's fraction covers a whole experiment; a run's task reports its own share.
+    fraction = min(1.0, report.epoch / report.epochs) if report.epochs else 0.0
     return ProgressReport(
         epoch=report.epoch,
         epochs=report.epochs,
         step=report.step,
         train_loss=report.train_loss,
-        fraction=report.fraction,
+        fraction=fraction,
         message=report.message,
     )
 
 
 def execute(ctx: WorkerContext, run_id: int) -> None:
     """The whole task body; every failure ends as a stored run status, never a lost job."""
-    from dfp_engine import runner
-
     with ctx.db.unit_of_work() as uow:
         lease = lifecycle.claim_run(
             uow.session, run_id, worker=ctx.worker_name, settings=ctx.settings
@@ -104,34 +106,57 @@ def execute(ctx: WorkerContext, run_id: int) -> None:
         log.info("run %s: nothing to do (already taken, finished or cancelled)", run_id)
         return
     log.info("run %s: attempt %s started", run_id, lease.attempt)
-    spec = ExperimentSpec.model_validate(lease.spec)
+    try:
+        spec: ExperimentSpec | None = ExperimentSpec.model_validate(lease.spec)
+    except ValidationError as exc:  # stored by an older version whose specs this one refuses
+        spec = None
+        result = _failed(lease, "invalid_spec", str(exc.errors()[0]["msg"]))
+    if spec is not None:
+        result = _run(ctx, lease, spec)
+    environment = _environment(spec.run_spec(lease.sweep_value), ctx) if spec else None
+    stored = _retrying(
+        lambda: _finish(ctx, lease, result, environment, _summarizer(spec)),
+        what=f"run {run_id}",
+    )
+    log.info("run %s: %s%s", run_id, result.status, "" if stored else " (lease lost; discarded)")
+
+
+def _run(ctx: WorkerContext, lease: Lease, spec: ExperimentSpec) -> RunResult:
+    """The engine's result for the leased run; its failures become failed results."""
     with RunMonitor(ctx.db, lease, ctx.settings.heartbeat_seconds) as monitor:
         try:
-            result = runner.run_one(
+            return run_one(
                 spec,
                 lease.index,
                 on_progress=lambda p: monitor.report(_progress(p)),
                 should_cancel=monitor.should_cancel,
                 on_checkpoint=lambda _index, checkpoint: monitor.store_checkpoint(checkpoint),
             )
-        except ValueError as exc:
-            result = _failed(lease, "invalid_spec", str(exc))
+        except ValueError as exc:  # the engine's word for bad specs and missing data
+            return _failed(lease, "invalid_spec", str(exc))
         except SoftTimeLimitExceeded:
             limit = ctx.settings.job_soft_time_limit
-            result = _failed(lease, "time_limit", f"stopped after the time limit of {limit} s")
+            return _failed(lease, "time_limit", f"stopped after the time limit of {limit} s")
         except Exception as exc:
-            log.exception("run %s: the engine raised", run_id)
-            result = _failed(lease, "internal_error", f"{type(exc).__name__}: {exc}")
-    environment = _environment(spec.run_spec(lease.sweep_value), ctx)
-    stored = _retrying(lambda: _finish(ctx, lease, result, environment), what=f"run {run_id}")
-    log.info("run %s: %s%s", run_id, result.status, "" if stored else " (lease lost; discarded)")
+            log.exception("run %s: the engine raised", lease.run_id)
+            return _failed(lease, "internal_error", f"{type(exc).__name__}: {exc}")
+
+
+def _summarizer(spec: ExperimentSpec | None) -> lifecycle.Summarizer | None:
+    if spec is None:
+        return None
+    return lambda runs: summarize(spec, runs)
 
 
 def _finish(
-    ctx: WorkerContext, lease: Lease, result: RunResult, environment: dict[str, Any]
+    ctx: WorkerContext,
+    lease: Lease,
+    result: RunResult,
+    environment: dict[str, Any] | None,
+    summarizer: lifecycle.Summarizer | None,
 ) -> bool:
     with ctx.db.unit_of_work() as uow:
-        return lifecycle.finish_run(uow.session, lease, result, environment)
+        return lifecycle.finish_run(uow.session, lease, result, environment, summarizer)
 
 
 def _retrying(write: Callable[[], T], *, what: str, delays: tuple[float, ...] = FINISH_RETRY) -> T:
@@ -155,14 +180,8 @@ def _failed(lease: Lease, code: str, message: str) -> RunResult:
 
 
 def _environment(spec: ExperimentSpec, ctx: WorkerContext) -> dict[str, Any]:
-    from dfp_engine import runner
-
-    device = spec.training.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    environment: dict[str, Any] = runner.environment(spec, device).model_dump()
-    environment["worker_host"] = ctx.worker_name
-    environment.setdefault("python", platform.python_version())
-    return environment
+    """The engine's reproducibility record for this run, plus the worker that ran it."""
+    device = str(resolve_device(spec.training.device))
+    record: dict[str, Any] = environment(spec, device).model_dump()
+    record["worker_host"] = ctx.worker_name
+    return record

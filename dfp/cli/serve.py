@@ -83,6 +83,10 @@ def stop_worker(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind. Env: DFP_HOST.")] = None,
@@ -113,6 +117,9 @@ def serve(
         print(f"API key (owner 'local'): {key}", flush=True)
         print(f"data directory: {settings.data_dir}", flush=True)
     process = start_worker(data_dir) if worker else None
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it: exit through `finally`
+    # (and stop the worker) instead of dying on the spot.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         if workers == 1:
             app_or_factory: object = create_app(settings)

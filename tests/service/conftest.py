@@ -9,45 +9,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 import redis
-from sqlalchemy import text
+from service_support import (
+    REDIS_HOST,
+    Backend,
+    LiveServer,
+    create_pg_database,
+    drop_pg_database,
+    service_settings,
+)
 
 from api.app import create_app
-from dfp.keys.service import create_key
 from dfp.settings import Settings
 from dfp.storage import migrate
 from dfp.storage.database import Database
-from tests.service.support import TABLES, LiveServer, auth
 from worker.app import create_celery
 from worker.dispatch import CeleryDispatcher
-
-PG_ADMIN_URL = os.environ.get(
-    "DFP_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-REDIS_HOST = os.environ.get("DFP_TEST_REDIS_URL", "redis://127.0.0.1:6379")
-
-
-def _database_url(name: str) -> str:
-    base, _, _ = PG_ADMIN_URL.rpartition("/")
-    return f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
-
-
-def create_pg_database(name: str) -> str:
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        connection.execute(f'CREATE DATABASE "{name}"')
-    return _database_url(name)
-
-
-def drop_pg_database(name: str) -> None:
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -74,62 +54,6 @@ def redis_url() -> Iterator[str]:
     yield url
     redis.Redis.from_url(url).flushdb()
     admin.delete(f"dfp-test-db:{number}")
-
-
-def service_settings(data_dir: Path, **overrides: object) -> Settings:
-    """Small limits and fast clocks, so that limits and recovery are quick to exercise."""
-    values: dict[str, object] = {
-        "data_dir": data_dir,
-        "max_epochs": 5000,
-        "max_depth": 16,
-        "max_width": 512,
-        "max_samples": 5000,
-        "max_sweep_size": 8,
-        "max_concurrent_jobs": 12,
-        "heartbeat_seconds": 0.3,
-        "heartbeat_timeout": 3.0,
-        "reconcile_seconds": 1.0,
-        "requeue_after": 2.0,
-        "max_attempts": 2,
-        "dataset_roots": [data_dir / "datasets"],
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
-
-
-@dataclass
-class Backend:
-    """One deployment under test: its settings, database, dispatcher and live HTTP server."""
-
-    name: str
-    settings: Settings
-    db: Database
-    dispatcher: CeleryDispatcher
-    server: LiveServer
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def clean(self) -> None:
-        with self.db.engine.begin() as connection:
-            if self.db.dialect == "postgresql":
-                connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
-            else:
-                for table in TABLES:
-                    connection.execute(text(f"DELETE FROM {table}"))
-        if self.settings.broker_url:
-            redis.Redis.from_url(self.settings.broker_url).flushdb()
-        else:
-            for message in self.settings.broker_dir().glob("*.msg"):
-                message.unlink(missing_ok=True)
-
-    def key(self, owner: str) -> str:
-        with self.db.unit_of_work() as uow:
-            return create_key(uow.session, owner).key
-
-    def client(self, key: str | None) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers=auth(key) if key else {}, timeout=90)
 
 
 def _backend(name: str, settings: Settings) -> Backend:

@@ -6,10 +6,9 @@ import uuid
 
 import httpx
 import pytest
+from service_support import Backend, auth, tiny_spec
 
 from dfp.keys.service import revoke_key
-from tests.service.conftest import Backend
-from tests.service.support import auth, tiny_spec
 
 PROTECTED = [
     ("GET", "/v1/experiments"),

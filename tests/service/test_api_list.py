@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
+from service_support import Backend, tiny_spec
 from sqlalchemy import update
 
 from dfp.storage.models import Job
-from tests.service.conftest import Backend
-from tests.service.support import tiny_spec
 
 
 def submit(client: httpx.Client, name: str, tags: list[str] | None = None) -> str:

@@ -9,12 +9,11 @@ import uuid
 
 import httpx
 import pytest
+from service_support import Backend, analysed_checkpoints, run_result, tiny_spec
 
 from dfp.experiments import lifecycle
 from dfp.experiments.lifecycle import Lease
 from dfp_engine.results import ErrorInfo
-from tests.service.conftest import Backend
-from tests.service.support import analysed_checkpoints, run_result, tiny_spec
 
 
 def claim(backend: Backend, job_id: str, index: int = 0) -> Lease:

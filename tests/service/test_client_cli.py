@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from service_support import REPO, Backend, process_env, tiny_spec
 
 from dfp.cli import main
 from dfp.client import Client, WaitTimeoutError
@@ -19,8 +20,6 @@ from dfp.errors import (
     ServiceUnavailableError,
     UnauthenticatedError,
 )
-from tests.service.conftest import Backend
-from tests.service.support import REPO, process_env, tiny_spec
 
 
 @pytest.fixture

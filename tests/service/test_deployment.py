@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
+from service_support import REPO
 
 from dfp.cli import main
 from dfp.settings import Settings
-from tests.service.support import REPO
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from service_support import Backend, analysed_checkpoints, run_result, tiny_spec
 from sqlalchemy import func, select, update
 
 from dfp.experiments import lifecycle
@@ -16,8 +17,6 @@ from dfp.experiments.lifecycle import Lease
 from dfp.storage.models import LayerCurve, Run, RunCheckpoint
 from dfp.storage.types import utcnow
 from dfp_engine.results import ErrorInfo
-from tests.service.conftest import Backend
-from tests.service.support import analysed_checkpoints, run_result, tiny_spec
 
 
 def submit(client: httpx.Client, values: list[int] | None = None) -> str:

@@ -10,14 +10,13 @@ from datetime import timedelta
 import httpx
 import pytest
 import redis
+from service_support import Backend, auth, tiny_spec
 from sqlalchemy import select, update
 
 from dfp.experiments import lifecycle
 from dfp.experiments.reconciler import reconcile
 from dfp.storage.models import Run
 from dfp.storage.types import utcnow
-from tests.service.conftest import Backend
-from tests.service.support import auth, tiny_spec
 
 
 @pytest.fixture

@@ -11,13 +11,12 @@ import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from service_support import LiveServer, create_pg_database, drop_pg_database, service_settings
 
 from api.app import create_app
 from dfp.storage import migrate
 from dfp.storage.database import Database
 from dfp.storage.models import Base
-from tests.service.conftest import create_pg_database, drop_pg_database, service_settings
-from tests.service.support import LiveServer
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import psycopg
+import redis
 import uvicorn
+from sqlalchemy import text
 
+from dfp.keys.service import create_key
 from dfp.settings import Settings
+from dfp.storage.database import Database
 from dfp_engine.frequency import analyze_frequency
 from dfp_engine.results import Checkpoint, HistoryPoint, LayerAnalysis, RunResult
+from worker.dispatch import CeleryDispatcher
 
 REPO = Path(__file__).resolve().parents[2]
 TABLES = ("layer_curves", "checkpoints", "runs", "job_tags", "jobs", "api_keys")
@@ -88,25 +97,29 @@ def wait_for(
 def start_worker(
     settings: Settings, log_path: Path, *, queues: str = "cpu"
 ) -> subprocess.Popen[bytes]:
-    """A real Celery worker process (`dfp worker`) for `settings`."""
-    log = log_path.open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "dfp.cli", "worker", "--queues", queues, "--loglevel", "INFO"],
-        cwd=REPO,
-        env=process_env(settings),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    """A real Celery worker process (`dfp worker`) for `settings`, in its own process group."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "dfp.cli", "worker", "--queues", queues, "--loglevel", "INFO"],
+            cwd=REPO,
+            env=process_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Warm shutdown of a process group (a worker and its pool), then SIGKILL if it lingers."""
     if process.poll() is None:
-        process.terminate()
+        os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+    with contextlib.suppress(ProcessLookupError):  # pool children that outlived their parent
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def auth(key: str) -> dict[str, str]:
@@ -177,3 +190,82 @@ def get_json(client: httpx.Client, path: str, **kwargs: Any) -> Any:
     response = client.get(path, **kwargs)
     assert response.status_code == 200, response.text
     return response.json()
+
+
+PG_ADMIN_URL = os.environ.get(
+    "DFP_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_HOST = os.environ.get("DFP_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+def _database_url(name: str) -> str:
+    base, _, _ = PG_ADMIN_URL.rpartition("/")
+    return f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+
+
+def create_pg_database(name: str) -> str:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return _database_url(name)
+
+
+def drop_pg_database(name: str) -> None:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def service_settings(data_dir: Path, **overrides: object) -> Settings:
+    """Small limits and fast clocks, so that limits and recovery are quick to exercise."""
+    values: dict[str, object] = {
+        "data_dir": data_dir,
+        "max_epochs": 5000,
+        "max_depth": 16,
+        "max_width": 512,
+        "max_samples": 5000,
+        "max_sweep_size": 8,
+        "max_concurrent_jobs": 12,
+        "heartbeat_seconds": 0.3,
+        "heartbeat_timeout": 3.0,
+        "reconcile_seconds": 1.0,
+        "requeue_after": 2.0,
+        "max_attempts": 2,
+        "dataset_roots": [data_dir / "datasets"],
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class Backend:
+    """One deployment under test: its settings, database, dispatcher and live HTTP server."""
+
+    name: str
+    settings: Settings
+    db: Database
+    dispatcher: CeleryDispatcher
+    server: LiveServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def clean(self) -> None:
+        with self.db.engine.begin() as connection:
+            if self.db.dialect == "postgresql":
+                connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+            else:
+                for table in TABLES:
+                    connection.execute(text(f"DELETE FROM {table}"))
+        if self.settings.broker_url:
+            redis.Redis.from_url(self.settings.broker_url).flushdb()
+        else:
+            for message in self.settings.broker_dir().glob("*.msg"):
+                message.unlink(missing_ok=True)
+
+    def key(self, owner: str) -> str:
+        with self.db.unit_of_work() as uow:
+            return create_key(uow.session, owner).key
+
+    def client(self, key: str | None) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=auth(key) if key else {}, timeout=90)
