@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from api.deps import Caller, CallerDep
 from api.errors import error_responses
+from dfp.errors import NotFoundError
 from dfp.experiments import results as results_service
 from dfp.experiments import service
 from dfp.experiments.schemas import (
     ExperimentCreate,
     ExperimentPublic,
     ExperimentsPublic,
+    FigurePublic,
+    FiguresPublic,
     JobStatus,
     ResultsPublic,
 )
@@ -219,6 +223,57 @@ def get_results_csv(
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{experiment_id}.csv"'},
     )
+
+
+FIGURE_NAME = r"^[a-z0-9_]{1,64}$"
+# pyplot keeps global state: one figure at a time per process.
+_figure_lock = threading.Lock()
+
+
+@router.get(
+    "/{experiment_id}/figures",
+    operation_id="listExperimentFigures",
+    response_model=FiguresPublic,
+    responses=error_responses(401, 404, 422, 503),
+)
+def list_figures(experiment_id: uuid.UUID, caller: CallerDep) -> Response:
+    """The names and URLs of the figures drawn from this experiment's results."""
+    from dfp.figures import figure_names
+
+    with caller.transaction() as (uow, owner):
+        result = results_service.experiment_result(uow.session, owner, experiment_id)
+    base = f"/v1/experiments/{experiment_id}/figures"
+    figures = [FigurePublic(name=n, url=f"{base}/{n}.png") for n in figure_names(result)]
+    return json_response(FiguresPublic(data=figures))
+
+
+@router.get(
+    "/{experiment_id}/figures/{name}.png",
+    operation_id="getExperimentFigure",
+    responses={
+        200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+        **error_responses(401, 404, 422, 503),
+    },
+)
+def get_figure(
+    experiment_id: uuid.UUID,
+    name: Annotated[str, Path(pattern=FIGURE_NAME, description="See listExperimentFigures.")],
+    caller: CallerDep,
+) -> Response:
+    """One figure (PNG) of the experiment, drawn by the engine from the stored results."""
+    from dfp.figures import figure_names, render_figure
+
+    with caller.transaction() as (uow, owner):
+        result = results_service.experiment_result(uow.session, owner, experiment_id)
+    names = figure_names(result)
+    if name not in names:
+        raise NotFoundError(
+            f"no figure '{name}' for experiment {experiment_id}; available: {', '.join(names)}",
+            details={"available": names},
+        )
+    with _figure_lock:
+        png = render_figure(result, name)
+    return Response(png, media_type="image/png")
 
 
 @router.post(

@@ -26,6 +26,7 @@ from dfp.experiments.schemas import (
     ExperimentPublic,
     ExperimentsPublic,
     ExperimentSummary,
+    FiguresPublic,
     ResultsPublic,
 )
 from dfp.settings import Settings
@@ -171,10 +172,14 @@ class Client:
             "GET", f"/v1/experiments/{experiment_id}/results.csv", params=params
         ).text
 
-    def figure(self, experiment_id: str, name: str, **params: Any) -> bytes:
-        """A PNG figure rendered by the server from the stored results."""
-        path = f"/v1/experiments/{experiment_id}/figures/{name}.png"
-        return self._request("GET", path, params=params).content
+    def figures(self, experiment_id: str) -> list[str]:
+        """Names of the figures the server can draw from the experiment's results."""
+        response = self._request("GET", f"/v1/experiments/{experiment_id}/figures")
+        return [figure.name for figure in FiguresPublic.model_validate_json(response.content).data]
+
+    def figure(self, experiment_id: str, name: str) -> bytes:
+        """One figure as PNG bytes, drawn by the server from the stored results."""
+        return self._request("GET", f"/v1/experiments/{experiment_id}/figures/{name}.png").content
 
     def cancel(self, experiment_id: str) -> ExperimentPublic:
         """Request cancellation (a terminal experiment is returned unchanged)."""

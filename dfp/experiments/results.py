@@ -13,12 +13,21 @@ from typing import Any
 from pydantic import TypeAdapter
 from sqlalchemy.orm import Session
 
+from dfp.errors import NotFoundError
 from dfp.experiments import repository
 from dfp.experiments.curves import decode_layer
 from dfp.experiments.schemas import HistoryPointPublic, ResultsPublic, RunResultPublic
 from dfp.experiments.service import get_job
 from dfp.storage.models import TERMINAL_STATUSES, Job, Run
-from dfp_engine.results import Checkpoint, ErrorInfo, LayerAnalysis, RunResult, SummaryRow
+from dfp_engine.results import (
+    Checkpoint,
+    Environment,
+    ErrorInfo,
+    ExperimentResult,
+    LayerAnalysis,
+    RunResult,
+    SummaryRow,
+)
 
 HISTORY = TypeAdapter(list[HistoryPointPublic])
 CSV_COLUMNS = (
@@ -113,6 +122,31 @@ def run_result_public(run: Run, checkpoints: list[Checkpoint]) -> RunResultPubli
     )
 
 
+def experiment_result(session: Session, owner: str, job_id: uuid.UUID) -> ExperimentResult:
+    """The stored result as the engine's ExperimentResult, for its figures.
+
+    While the experiment runs this holds the runs analysed so far, each with its own status
+    (figures draw what is there)."""
+    job = get_job(session, owner, job_id)
+    runs = [run for run in repository.runs_of(session, job.id) if run.environment is not None]
+    if not runs:
+        raise NotFoundError(
+            f"experiment {job_id} has no results yet, so no figures", code="no_results"
+        )
+    checkpoints = _checkpoints_by_run(session, runs, (), ())
+    engine_runs = [engine_run_result(run_result_public(r, checkpoints.get(r.id, []))) for r in runs]
+    fields = set(Environment.model_fields)
+    environment = {k: v for k, v in (runs[0].environment or {}).items() if k in fields}
+    return ExperimentResult.model_construct(
+        spec=job.spec,
+        status=job.status,  # type: ignore[arg-type]  # also queued or running while partial
+        error=None,
+        environment=Environment.model_construct(**environment),  # figures do not read it
+        runs=engine_runs,
+        summary=[SummaryRow.model_validate(row) for row in job.summary or []],
+    )
+
+
 def finished_run_results(session: Session, job_id: uuid.UUID) -> list[RunResult]:
     """The engine's RunResult for every finished run of a job (for summaries and figures)."""
     runs = [run for run in repository.runs_of(session, job_id) if run.status in TERMINAL_STATUSES]
@@ -121,7 +155,9 @@ def finished_run_results(session: Session, job_id: uuid.UUID) -> list[RunResult]
 
 
 def engine_run_result(run: RunResultPublic) -> RunResult:
-    """Back to the engine's model: a loss stored as null (it diverged) becomes NaN again."""
+    """Back to the engine's model: a loss stored as null (it diverged) becomes NaN again.
+
+    A run still going keeps its status (`running`), which the engine's model cannot say."""
     data = run.model_dump(exclude={"environment", "history", "checkpoints"})
     history = [
         {
@@ -130,7 +166,16 @@ def engine_run_result(run: RunResultPublic) -> RunResult:
         }
         for point in run.history
     ]
-    return RunResult.model_validate({**data, "history": history, "checkpoints": run.checkpoints})
+    terminal = run.status in TERMINAL_STATUSES
+    result = RunResult.model_validate(
+        {
+            **data,
+            "status": run.status if terminal else "cancelled",
+            "history": history,
+            "checkpoints": run.checkpoints,
+        }
+    )
+    return result if terminal else result.model_copy(update={"status": run.status})
 
 
 def csv_rows(results: ResultsPublic) -> Iterator[tuple[Any, ...]]:

@@ -159,7 +159,12 @@ class ResultsPublic(PublicModel):
     summary: list[SummaryRow] = Field(default_factory=list)
 
 
-class KeyCreated(PublicModel):
-    id: str
-    owner: str
-    key: str
+class FigurePublic(PublicModel):
+    name: str
+    url: str
+
+
+class FiguresPublic(PublicModel):
+    """The figures that apply to an experiment's stored results."""
+
+    data: list[FigurePublic]

@@ -153,3 +153,28 @@ def test_diverged_losses_are_stored_as_null(backend: Backend, alice: httpx.Clien
     stored = alice.get(f"/v1/experiments/{job_id}/results").json()["runs"][0]
     assert stored["history"][-1]["train_loss"] is None
     assert stored["error"]["code"] == "diverged"
+
+
+def test_figures_are_drawn_from_the_stored_results(
+    alice: httpx.Client, bob: httpx.Client, finished: tuple[str, list]
+) -> None:
+    job_id, _ = finished
+    listing = alice.get(f"/v1/experiments/{job_id}/figures")
+    assert listing.status_code == 200, listing.text
+    names = [figure["name"] for figure in listing.json()["data"]]
+    assert {"loss_curves", "rdf_across_runs", "rdf_layers_run_0", "rdf_layers_run_1"} <= set(names)
+    for figure in listing.json()["data"][:3]:
+        png = alice.get(figure["url"])
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        assert png.content.startswith(b"\x89PNG\r\n\x1a\n") and len(png.content) > 5000
+    unknown = alice.get(f"/v1/experiments/{job_id}/figures/nope.png")
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["details"]["available"] == names
+    assert alice.get(f"/v1/experiments/{job_id}/figures/BAD-NAME.png").status_code == 422
+    assert bob.get(f"/v1/experiments/{job_id}/figures/loss_curves.png").status_code == 404
+
+
+def test_no_figures_before_anything_ran(alice: httpx.Client) -> None:
+    job_id = alice.post("/v1/experiments", json=tiny_spec()).json()["id"]
+    response = alice.get(f"/v1/experiments/{job_id}/figures")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "no_results"

@@ -26,6 +26,7 @@ from service_support import (
     wait_for,
 )
 
+from dfp.client import Client
 from dfp_engine.runner import run_one, summarize
 from dfp_engine.spec import ExperimentSpec
 
@@ -88,6 +89,9 @@ def test_a_sweep_runs_on_the_worker_and_matches_the_engine(
     result = alice.get(f"/v1/experiments/{job_id}/results").json()
     assert result["partial"] is False
     assert_matches_engine(result, ExperimentSpec.model_validate(body))
+    with Client(pg.url, pg.key("alice")) as client:
+        assert "steps_to_target" in client.figures(job_id)  # a sweep with a target loss
+        assert client.figure(job_id, "steps_to_target").startswith(b"\x89PNG")
 
 
 def test_cancel_stops_a_running_experiment_and_keeps_partial_results(
