@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
+from pydantic_core import to_json
 from sqlalchemy.orm import Session
 
 from api.deps import Caller, CallerDep
@@ -181,7 +182,16 @@ def get_results(
 ) -> Response:
     """The result: per run the history and per checkpoint and layer the LFR and RDF curves."""
     with caller.transaction() as (uow, owner):
-        return json_response(_results(uow.session, owner, experiment_id, run, layer, epoch))
+        document = results_service.results_document(
+            uow.session,
+            owner,
+            experiment_id,
+            runs=run or (),
+            layers=layer or (),
+            epochs=epoch or (),
+        )
+    # Built as plain data in ResultsPublic's shape (tested), serialised without models.
+    return Response(to_json(document, inf_nan_mode="null"), media_type="application/json")
 
 
 def _results(

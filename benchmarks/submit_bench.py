@@ -348,8 +348,11 @@ def main() -> None:
             headers={"Authorization": f"Bearer {key}"},
         ).json()
         store_result(db, settings, job["id"])
+        cpu_before = cpu_seconds(server.pid)
         get_lat, get_wall = get_results(url, key, job["id"], args.gets)
+        get_cpu = cpu_seconds(server.pid) - cpu_before
         summary("GET results (5x10x100)", get_lat, get_wall)
+        print(f"  API server CPU: {1000 * get_cpu / (args.gets + 1):.2f} ms per request")
         db.dispose()
     finally:
         if server is not None:

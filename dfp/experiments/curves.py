@@ -51,12 +51,19 @@ def decode_layer(
     mean_inverse_delta: float | None,
     arrays: bytes,
     curves: dict[str, Any],
-) -> LayerAnalysis:
-    """The LayerAnalysis that `encode_layer` stored (already validated when it was written)."""
+) -> dict[str, Any]:
+    """The fields of the LayerAnalysis that `encode_layer` stored, as plain data."""
     values = array("d")
     values.frombytes(arrays)
     values = _little_endian(values)
-    fields: dict[str, Any] = dict(curves.get("extra", {}))
+    fields: dict[str, Any] = {
+        "layer": layer,
+        "dim": dim,
+        "normalization": normalization,
+        "peak_inverse_delta": peak_inverse_delta,
+        "mean_inverse_delta": mean_inverse_delta,
+        **curves.get("extra", {}),
+    }
     offset = 0
     for name, length in curves["layout"]:
         if length is None:
@@ -65,14 +72,7 @@ def decode_layer(
         chunk = values[offset : offset + length].tolist()
         offset += length
         fields[name] = [None if v != v else v for v in chunk] if _has_nan(chunk) else chunk
-    return LayerAnalysis.model_construct(
-        layer=layer,
-        dim=dim,
-        normalization=normalization,
-        peak_inverse_delta=peak_inverse_delta,
-        mean_inverse_delta=mean_inverse_delta,
-        **fields,
-    )
+    return fields
 
 
 def _has_nan(values: list[float]) -> bool:

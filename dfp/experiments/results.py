@@ -10,26 +10,21 @@ from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-from pydantic import TypeAdapter
 from sqlalchemy.orm import Session
 
 from dfp.errors import NotFoundError
 from dfp.experiments import repository
 from dfp.experiments.curves import decode_layer
-from dfp.experiments.schemas import HistoryPointPublic, ResultsPublic, RunResultPublic
+from dfp.experiments.schemas import ResultsPublic, RunResultPublic
 from dfp.experiments.service import get_job
 from dfp.storage.models import TERMINAL_STATUSES, Job, Run
 from dfp_engine.results import (
-    Checkpoint,
     Environment,
-    ErrorInfo,
     ExperimentResult,
-    LayerAnalysis,
     RunResult,
     SummaryRow,
 )
 
-HISTORY = TypeAdapter(list[HistoryPointPublic])
 CSV_COLUMNS = (
     "run",
     "sweep_value",
@@ -53,22 +48,44 @@ def _checkpoints_by_run(
     run_rows: Sequence[Run],
     layers: Collection[str],
     epochs: Collection[int],
-) -> dict[int, list[Checkpoint]]:
+) -> dict[int, list[dict[str, Any]]]:
     """Stored checkpoints per run id, each with the selected layers in model order."""
-    grouped: dict[int, dict[int, tuple[int, list[LayerAnalysis]]]] = defaultdict(dict)
+    grouped: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
     rows = repository.curve_rows(
         session, [run.id for run in run_rows], layers=layers, epochs=epochs
     )
     for row in rows:
         run_id, epoch, step = row[0], row[1], row[2]
-        _, analyses = grouped[run_id].setdefault(epoch, (step, []))
-        analyses.append(decode_layer(*row[3:]))
+        checkpoint = grouped[run_id].setdefault(epoch, {"epoch": epoch, "step": step, "layers": []})
+        checkpoint["layers"].append(decode_layer(*row[3:]))
+    return {run_id: list(by_epoch.values()) for run_id, by_epoch in grouped.items()}
+
+
+def results_document(
+    session: Session,
+    owner: str,
+    job_id: uuid.UUID,
+    *,
+    runs: Collection[int] = (),
+    layers: Collection[str] = (),
+    epochs: Collection[int] = (),
+) -> dict[str, Any]:
+    """The stored result as plain JSON-ready data in the shape of ResultsPublic.
+
+    Plain data because a result holds tens of thousands of numbers: building models of them
+    would cost more than reading them from the database."""
+    job = get_job(session, owner, job_id)
+    run_rows = _selected_runs(session, job, runs)
+    checkpoints = _checkpoints_by_run(session, run_rows, layers, epochs)
+    terminal = job.status in TERMINAL_STATUSES
     return {
-        run_id: [
-            Checkpoint(epoch=epoch, step=step, layers=analyses)
-            for epoch, (step, analyses) in by_epoch.items()
-        ]
-        for run_id, by_epoch in grouped.items()
+        "experiment_id": str(job.id),
+        "status": job.status,
+        "is_terminal": terminal,
+        "partial": not terminal,
+        "spec": job.spec,
+        "runs": [run_document(run, checkpoints.get(run.id, [])) for run in run_rows],
+        "summary": job.summary or [],
     }
 
 
@@ -82,30 +99,24 @@ def get_results(
     epochs: Collection[int] = (),
 ) -> ResultsPublic:
     """The stored result, optionally narrowed to some runs, layers and epochs."""
-    job = get_job(session, owner, job_id)
-    run_rows = _selected_runs(session, job, runs)
-    checkpoints = _checkpoints_by_run(session, run_rows, layers, epochs)
-    terminal = job.status in TERMINAL_STATUSES
-    return ResultsPublic(
-        experiment_id=str(job.id),
-        status=job.status,  # type: ignore[arg-type]
-        is_terminal=terminal,
-        partial=not terminal,
-        spec=job.spec,
-        runs=[run_result_public(run, checkpoints.get(run.id, [])) for run in run_rows],
-        summary=[SummaryRow.model_validate(row) for row in job.summary or []],
-    )
+    document = results_document(session, owner, job_id, runs=runs, layers=layers, epochs=epochs)
+    return ResultsPublic.model_validate(document)
 
 
-def run_result_public(run: Run, checkpoints: list[Checkpoint]) -> RunResultPublic:
+def run_document(run: Run, checkpoints: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run in the shape of RunResultPublic, every field present."""
+    document = {
+        name: field.get_default(call_default_factory=True)
+        for name, field in RunResultPublic.model_fields.items()
+        if not field.is_required()
+    }
     # Fields this version of the engine no longer has are left out rather than refused.
-    details = {k: v for k, v in (run.details or {}).items() if k in RunResultPublic.model_fields}
-    return RunResultPublic(
-        **details,
+    document.update((k, v) for k, v in (run.details or {}).items() if k in document)
+    document.update(
         index=run.index,
         sweep_value=run.sweep_value,
-        status=run.status,  # type: ignore[arg-type]
-        error=ErrorInfo(code=run.error_code, message=run.error_message or "")
+        status=run.status,
+        error={"code": run.error_code, "message": run.error_message or ""}
         if run.error_code
         else None,
         steps_to_target=run.steps_to_target,
@@ -113,13 +124,18 @@ def run_result_public(run: Run, checkpoints: list[Checkpoint]) -> RunResultPubli
         n_train=run.n_train,
         n_test=run.n_test,
         n_analysis=run.n_analysis,
-        layer_names=list(run.layer_names),
-        history=HISTORY.validate_python(run.history),
+        layer_names=run.layer_names,
+        history=run.history,
         checkpoints=checkpoints,
         elapsed_seconds=run.elapsed_seconds,
         analysis_seconds=run.analysis_seconds,
         environment=run.environment,
     )
+    return document
+
+
+def run_result_public(run: Run, checkpoints: list[dict[str, Any]]) -> RunResultPublic:
+    return RunResultPublic.model_validate(run_document(run, checkpoints))
 
 
 def experiment_result(session: Session, owner: str, job_id: uuid.UUID) -> ExperimentResult:
