@@ -1,4 +1,4 @@
-"""Per-layer curves stored compactly: float64 arrays in one binary column, the rest as JSON.
+"""Curves and histories stored compactly: float64 arrays in a binary column, the rest as JSON.
 
 A 100-δ layer's six curves take 4.8 kB as doubles and decode in microseconds; as JSON they
 are twice the size and parsing them dominated the time to serve a result. Values round-trip
@@ -73,6 +73,42 @@ def decode_layer(
         offset += length
         fields[name] = [None if v != v else v for v in chunk] if _has_nan(chunk) else chunk
     return fields
+
+
+def encode_table(rows: list[dict[str, Any]]) -> tuple[bytes, list[list[str]]]:
+    """Rows of numbers (a loss history) as float64 columns, plus each column's name and type.
+
+    Missing values (None, or a diverged loss) are stored as NaN and read back as None."""
+    names = list(rows[0]) if rows else []
+    kinds = [_kind([row[name] for row in rows]) for name in names]
+    values = array("d")
+    for name in names:
+        values.extend(math.nan if row[name] is None else float(row[name]) for row in rows)
+    return _little_endian(values).tobytes(), [[n, k] for n, k in zip(names, kinds, strict=True)]
+
+
+def decode_table(data: bytes, layout: list[list[str]]) -> list[dict[str, Any]]:
+    """The rows that `encode_table` stored."""
+    values = array("d")
+    values.frombytes(data)
+    values = _little_endian(values)
+    if not layout:
+        return []
+    n = len(values) // len(layout)
+    columns = []
+    for i, (_, kind) in enumerate(layout):
+        column: list[Any] = values[i * n : (i + 1) * n].tolist()
+        if _has_nan(column):
+            column = [None if v != v else v for v in column]
+        if kind == "int":
+            column = [None if v is None else int(v) for v in column]
+        columns.append(column)
+    names = [name for name, _ in layout]
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+def _kind(column: list[Any]) -> str:
+    return "int" if all(isinstance(v, int) and not isinstance(v, bool) for v in column) else "float"
 
 
 def _has_nan(values: list[float]) -> bool:

@@ -18,7 +18,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from dfp.experiments import repository
-from dfp.experiments.curves import encode_layer
+from dfp.experiments.curves import encode_layer, encode_table
 from dfp.settings import Settings
 from dfp.storage.models import TERMINAL_STATUSES, Job, LayerCurve, Run, RunCheckpoint
 from dfp.storage.types import json_safe, utcnow
@@ -225,6 +225,7 @@ def finish_run(
     now = utcnow()
     error = result.error
     values: dict[str, Any] = {"progress_fraction": 1.0} if result.status == "succeeded" else {}
+    history, history_fields = encode_table([point.model_dump() for point in result.history])
     finished = session.execute(
         update(Run)
         .where(*lease.conditions())
@@ -241,7 +242,8 @@ def finish_run(
             n_test=result.n_test,
             n_analysis=result.n_analysis,
             layer_names=list(result.layer_names),
-            history=json_safe([point.model_dump() for point in result.history]),
+            history=history,
+            history_fields=history_fields,
             environment=json_safe(environment) if environment is not None else None,
             details=json_safe(result.model_dump(mode="json", exclude=set(RUN_COLUMNS))) or None,
             elapsed_seconds=result.elapsed_seconds,

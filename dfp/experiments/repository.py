@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, delete, exists, func, insert, or_, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, selectinload, undefer
 
 from dfp.storage.models import (
     TERMINAL_STATUSES,
@@ -47,7 +47,8 @@ def insert_job(
         session.execute(insert(JOB_TAGS), [{"job_id": job["id"], "tag": t} for t in tags])
     defaults = {
         "layer_names": [],
-        "history": [],
+        "history": b"",
+        "history_fields": [],
         "n_train": 0,
         "n_test": 0,
         "n_analysis": 0,
@@ -103,8 +104,14 @@ def list_jobs(
     return session.scalars(query).all()
 
 
-def runs_of(session: Session, job_id: uuid.UUID) -> Sequence[Run]:
-    return session.scalars(select(Run).where(Run.job_id == job_id).order_by(Run.index)).all()
+def runs_of(session: Session, job_id: uuid.UUID, *, results: bool = False) -> Sequence[Run]:
+    """A job's runs in order; `results` also loads their histories and other result fields."""
+    query = select(Run).where(Run.job_id == job_id).order_by(Run.index)
+    if results:
+        query = query.options(
+            undefer(Run.history), undefer(Run.history_fields), undefer(Run.details)
+        )
+    return session.scalars(query).all()
 
 
 def run_attempts(session: Session, job_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]:

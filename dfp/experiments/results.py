@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from dfp.errors import NotFoundError
 from dfp.experiments import repository
-from dfp.experiments.curves import decode_layer
+from dfp.experiments.curves import decode_layer, decode_table
 from dfp.experiments.schemas import ResultsPublic, RunResultPublic
 from dfp.experiments.service import get_job
 from dfp.storage.models import TERMINAL_STATUSES, Job, Run
@@ -39,7 +39,7 @@ CSV_COLUMNS = (
 
 
 def _selected_runs(session: Session, job: Job, runs: Collection[int]) -> Sequence[Run]:
-    rows = repository.runs_of(session, job.id)
+    rows = repository.runs_of(session, job.id, results=True)
     return [run for run in rows if not runs or run.index in runs]
 
 
@@ -125,7 +125,7 @@ def run_document(run: Run, checkpoints: list[dict[str, Any]]) -> dict[str, Any]:
         n_test=run.n_test,
         n_analysis=run.n_analysis,
         layer_names=run.layer_names,
-        history=run.history,
+        history=decode_table(run.history, run.history_fields),
         checkpoints=checkpoints,
         elapsed_seconds=run.elapsed_seconds,
         analysis_seconds=run.analysis_seconds,
@@ -144,7 +144,8 @@ def experiment_result(session: Session, owner: str, job_id: uuid.UUID) -> Experi
     While the experiment runs this holds the runs analysed so far, each with its own status
     (figures draw what is there)."""
     job = get_job(session, owner, job_id)
-    runs = [run for run in repository.runs_of(session, job.id) if run.environment is not None]
+    runs = repository.runs_of(session, job.id, results=True)
+    runs = [run for run in runs if run.environment is not None]
     if not runs:
         raise NotFoundError(
             f"experiment {job_id} has no results yet, so no figures", code="no_results"
@@ -165,7 +166,8 @@ def experiment_result(session: Session, owner: str, job_id: uuid.UUID) -> Experi
 
 def finished_run_results(session: Session, job_id: uuid.UUID) -> list[RunResult]:
     """The engine's RunResult for every finished run of a job (for summaries and figures)."""
-    runs = [run for run in repository.runs_of(session, job_id) if run.status in TERMINAL_STATUSES]
+    runs = repository.runs_of(session, job_id, results=True)
+    runs = [run for run in runs if run.status in TERMINAL_STATUSES]
     checkpoints = _checkpoints_by_run(session, runs, (), ())
     return [engine_run_result(run_result_public(r, checkpoints.get(r.id, []))) for r in runs]
 

@@ -156,10 +156,12 @@ class Run(Base):
     n_test: Mapped[int] = mapped_column(Integer, default=0)
     n_analysis: Mapped[int] = mapped_column(Integer, default=0)
     layer_names: Mapped[list[Any]] = mapped_column(default=list)
-    history: Mapped[list[Any]] = mapped_column(default=list)
+    # The loss history as float64 columns (dfp.experiments.curves); loaded only for results.
+    history: Mapped[bytes] = mapped_column(LargeBinary, default=b"", deferred=True)
+    history_fields: Mapped[list[Any]] = mapped_column(default=list, deferred=True)
     environment: Mapped[dict[str, Any] | None]
     # Every other RunResult field (e.g. the analysis subset's hash), so new ones need no migration.
-    details: Mapped[dict[str, Any] | None]
+    details: Mapped[dict[str, Any] | None] = mapped_column(deferred=True)
     elapsed_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     analysis_seconds: Mapped[float] = mapped_column(Float, default=0.0)
 
