@@ -106,19 +106,25 @@ class HttpConnection:
 
 
 async def post_concurrently(
-    url: str, key: str, total: int, clients: int
+    url: str, key: str, total: int, clients: int, rate: float | None = None
 ) -> tuple[list[float], float]:
-    """`clients` connections, each sending its share of `total` submissions back to back."""
+    """`clients` connections, each sending its share of `total` submissions back to back or,
+    with `rate`, paced so that all together offer `rate` submissions per second."""
     host, port = url.removeprefix("http://").split(":")
     body = json.dumps(SPEC).encode()
     headers = {"Authorization": f"Bearer {key}"}
     latencies: list[float] = []
     shares = [total // clients + (1 if i < total % clients else 0) for i in range(clients)]
+    interval = clients / rate if rate else 0.0
 
-    async def client_loop(count: int) -> None:
+    async def client_loop(count: int, offset: float) -> None:
         connection = HttpConnection(host, int(port))
+        due = time.perf_counter() + offset * interval
         try:
             for _ in range(count):
+                if interval:
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                    due += interval
                 start = time.perf_counter()
                 status, payload = await connection.post("/v1/experiments", body, headers)
                 latencies.append(time.perf_counter() - start)
@@ -128,7 +134,7 @@ async def post_concurrently(
             await connection.close()
 
     start = time.perf_counter()
-    await asyncio.gather(*(client_loop(n) for n in shares))
+    await asyncio.gather(*(client_loop(n, i / clients) for i, n in enumerate(shares)))
     return latencies, time.perf_counter() - start
 
 
@@ -154,8 +160,8 @@ def raw_work(
             run_id = connection.exec_driver_sql(
                 "INSERT INTO runs (job_id, index, status, queue, attempts, enqueues,"
                 " progress_fraction, n_train, n_test, n_analysis, layer_names, history,"
-                " elapsed_seconds, analysis_seconds)"
-                " VALUES (%s, 0, 'queued', 'cpu', 0, 1, 0, 0, 0, 0, '[]', '[]', 0, 0) RETURNING id",
+                " history_fields, elapsed_seconds, analysis_seconds) VALUES"
+                " (%s, 0, 'queued', 'cpu', 0, 1, 0, 0, 0, 0, '[]', '', '[]', 0, 0) RETURNING id",
                 (job_id,),
             ).scalar_one()
         celery.send_task(EXECUTE_RUN, args=[run_id], queue="cpu", routing_key="cpu")
@@ -266,8 +272,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--submissions", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="API processes (uvicorn workers)")
     parser.add_argument("--gets", type=int, default=300)
+    parser.add_argument("--rate", type=float, default=100.0, help="open-loop offered load, /s")
     args = parser.parse_args()
 
     name = f"dfp_bench_{os.getpid()}"
@@ -334,6 +341,10 @@ def main() -> None:
             f"  CPU per submission: API server {1000 * server_cpu / args.submissions:.2f} ms, "
             f"clients {1000 * client_cpu / args.submissions:.2f} ms"
         )
+        open_lat, open_wall = asyncio.run(
+            post_concurrently(url, key, args.submissions // 2, args.clients, args.rate)
+        )
+        summary(f"POST, {args.rate:.0f}/s offered", open_lat, open_wall)
         raw_before = time.process_time()
         raw_lat, raw_wall = raw_work(db_url, settings, args.submissions, args.clients)
         raw_cpu = time.process_time() - raw_before
