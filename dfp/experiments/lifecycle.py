@@ -22,7 +22,7 @@ from dfp.experiments.curves import encode_layer, encode_table
 from dfp.settings import Settings
 from dfp.storage.models import TERMINAL_STATUSES, Job, LayerCurve, Run, RunCheckpoint
 from dfp.storage.types import json_safe, utcnow
-from dfp_engine.results import Checkpoint, ErrorInfo, RunResult, SummaryRow
+from dfp_engine.results import Checkpoint, RunResult, SummaryRow
 
 # LayerAnalysis fields kept in columns; every other field goes into the `curves` JSON.
 LAYER_COLUMNS = frozenset(
@@ -271,17 +271,6 @@ def finish_run(
         )
     finalize_job(session, lease.job_id)
     return True
-
-
-def fail_run(session: Session, lease: Lease, code: str, message: str) -> bool:
-    """End a run as failed without a result from the engine (a crash in the adapter)."""
-    result = RunResult(
-        index=lease.index,
-        sweep_value=lease.sweep_value,
-        status="failed",
-        error=ErrorInfo(code=code, message=message),
-    )
-    return finish_run(session, lease, result, None)
 
 
 def aggregate_status(statuses: Sequence[str]) -> str:

@@ -11,7 +11,6 @@ from sqlalchemy import Table, and_, delete, exists, func, insert, or_, select, u
 from sqlalchemy.orm import Session, selectinload, undefer
 
 from dfp.storage.models import (
-    TERMINAL_STATUSES,
     Job,
     JobTag,
     LayerCurve,
@@ -186,7 +185,3 @@ def delete_checkpoints(
 def jobs_by_status(session: Session) -> dict[str, int]:
     query = select(Job.status, func.count()).group_by(Job.status)
     return {status: int(count) for status, count in session.execute(query)}
-
-
-def is_terminal(status: str) -> bool:
-    return status in TERMINAL_STATUSES

@@ -11,7 +11,6 @@ from dfp_engine.results import ErrorInfo, RunResult, SummaryRow
 from dfp_engine.spec import ExperimentSpec
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 SUBMISSION_FIELDS = frozenset({"tags", "callback_url"})
 
 Tag = Annotated[
