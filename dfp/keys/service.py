@@ -47,9 +47,9 @@ def create_key(session: Session, owner: str) -> CreatedKey:
 
 
 def key_id_of(key_or_id: str) -> str:
-    """The id of a key given either in full or as its id."""
+    """The id of a key given in full, as `dfp_<id>`, or as its id."""
     match = KEY_PATTERN.match(key_or_id)
-    return match.group(1) if match else key_or_id
+    return match.group(1) if match else key_or_id.removeprefix("dfp_")
 
 
 def revoke_key(session: Session, key_or_id: str) -> ApiKey:
