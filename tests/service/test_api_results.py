@@ -14,6 +14,8 @@ from service_support import Backend, analysed_checkpoints, run_result, tiny_spec
 from dfp.experiments import lifecycle
 from dfp.experiments.lifecycle import Lease
 from dfp_engine.results import ErrorInfo
+from dfp_engine.runner import summarize
+from dfp_engine.spec import ExperimentSpec
 
 
 def claim(backend: Backend, job_id: str, index: int = 0) -> Lease:
@@ -32,16 +34,22 @@ def claim(backend: Backend, job_id: str, index: int = 0) -> Lease:
 
 @pytest.fixture
 def finished(backend: Backend, alice: httpx.Client) -> tuple[str, list]:
-    """A two-run sweep whose runs both finished with real analysed checkpoints."""
-    spec = tiny_spec(sweep={"field": "model.depth", "values": [1, 2]})
-    job_id = alice.post("/v1/experiments", json=spec).json()["id"]
+    """A two-run sweep whose runs both finished with real analysed checkpoints, summarised by
+    the engine's own `summarize` as the worker does."""
+    body = tiny_spec(sweep={"field": "training.lr", "values": [0.01, 0.02]})
+    job_id = alice.post("/v1/experiments", json=body).json()["id"]
+    spec = ExperimentSpec.model_validate(body)
     stored = []
     for index in (0, 1):
         lease = claim(backend, job_id, index)
         checkpoints = analysed_checkpoints([0, 2, 4], layers=3, seed=index)
         with backend.db.unit_of_work() as uow:
             assert lifecycle.finish_run(
-                uow.session, lease, run_result(index, checkpoints), {"device": "cpu", "seed": 3}
+                uow.session,
+                lease,
+                run_result(index, checkpoints),
+                {"device": "cpu", "seed": 3},
+                lambda runs: summarize(spec, runs),
             )
         stored.append(checkpoints)
     return job_id, stored
@@ -56,7 +64,13 @@ def test_full_result_round_trips_every_curve(
     assert job["reproducibility"]["device"] == "cpu"
     result = alice.get(f"/v1/experiments/{job_id}/results").json()
     assert result["partial"] is False and result["status"] == "succeeded"
-    assert [run["sweep_value"] for run in result["runs"]] == [1, 2]
+    summary = result["summary"]
+    assert [row["sweep_value"] for row in summary] == [0.01, 0.02]
+    assert summary[1]["layer"] == "hidden.2"
+    assert summary[1]["peak_inverse_delta_by_checkpoint"]["4"] == (
+        stored[1][2].layers[2].peak_inverse_delta
+    )
+    assert [run["sweep_value"] for run in result["runs"]] == [0.01, 0.02]
     for run, checkpoints in zip(result["runs"], stored, strict=True):
         assert [c["epoch"] for c in run["checkpoints"]] == [0, 2, 4]
         assert run["layer_names"] == ["input", "hidden.1", "hidden.2"]
@@ -104,7 +118,7 @@ def test_csv_has_one_row_per_delta_with_the_stored_values(
     assert [float(r["lfr"]) for r in picked] == layer.lfr
     assert picked[0]["rdf"] == ""  # the RDF starts at the second δ
     assert [float(r["rdf"]) for r in picked[1:]] == layer.rdf
-    assert {r["sweep_value"] for r in rows} == {"1", "2"}
+    assert {r["sweep_value"] for r in rows} == {"0.01", "0.02"}
     filtered = alice.get(f"/v1/experiments/{job_id}/results.csv", params={"layer": "input"})
     assert len(filtered.text.strip().splitlines()) == 1 + 2 * 3 * n_deltas
 
