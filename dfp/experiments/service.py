@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -147,7 +148,7 @@ def submit(
                 raise
             return Submission(_replay(existing, fingerprint), created=False)
     for run_id, row in zip(run_ids, run_rows, strict=True):
-        uow.after_commit(_sender(dispatcher, run_id, row["queue"]))
+        uow.after_commit(partial(dispatcher.send_run, run_id, row["queue"]))
     # The response is built from what was inserted; these objects never join the session.
     job = Job(
         **job_row,
@@ -155,10 +156,6 @@ def submit(
         runs=[Run(id=run_id, **row) for run_id, row in zip(run_ids, run_rows, strict=True)],
     )
     return Submission(job, created=True)
-
-
-def _sender(dispatcher: RunDispatcher, run_id: int, queue: str) -> Any:
-    return lambda: dispatcher.send_run(run_id, queue)
 
 
 def _replay(existing: Job, fingerprint: str) -> Job:
