@@ -16,8 +16,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
 
+# The main job: the service in embedded mode (API + worker; SQLite and a file queue, nothing else).
 run: install
-	$(BIN)/dfp analyze examples/data/two_moons_features.npy examples/data/two_moons_labels.npy --auto-deltas 12 --plot out/two_moons.png
+	$(BIN)/dfp serve
 
 lint: install
 	$(BIN)/ruff check .
@@ -26,13 +27,17 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The service tests need PostgreSQL and Redis: started here if they are not running.
 unit: install
+	scripts/ensure-services.sh
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
 
 bench: install
 	$(BIN)/python benchmarks/frequency_bench.py
+	scripts/ensure-services.sh
+	$(BIN)/python benchmarks/submit_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

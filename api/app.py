@@ -1,0 +1,69 @@
+"""The FastAPI application: `create_app()` (uvicorn's factory) wires settings into routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI
+
+from api import experiments, health
+from api.errors import install_error_handlers
+from api.metrics import LatencyMiddleware, create_registry
+from api.state import AppState, SchemaGate
+from dfp import __version__
+from dfp.settings import Settings, get_settings
+from dfp.storage.database import Database
+from worker.app import create_celery
+from worker.dispatch import CeleryDispatcher
+
+log = logging.getLogger("api")
+
+DESCRIPTION = """Submit Deep Frequency Principle experiments and fetch per-layer frequency ratios.
+
+Every request except `/healthz`, `/readyz` and this documentation needs
+`Authorization: Bearer <key>` (create one with `dfp keys create --owner NAME`).
+Errors share one shape: `{"error": {"code", "message", "details"}}`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API for `settings` (default: the environment's `DFP_*` variables)."""
+    settings = settings or get_settings()
+    db = Database.from_settings(settings)
+    state = AppState(
+        settings=settings,
+        db=db,
+        dispatcher=CeleryDispatcher(create_celery(settings)),
+        schema=SchemaGate(db),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Requests do their database work in these threads; more threads than database
+        # connections only adds contention for the GIL.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+        schema = state.schema.check()
+        if schema is None:
+            log.error("database unreachable at start-up: %s", state.schema.error)
+        elif schema.is_current:
+            log.info("dfp API ready: %s", schema.describe())
+        yield
+        db.dispose()
+
+    app = FastAPI(
+        title="dfp",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.dfp = state
+    registry, latency = create_registry(state)
+    app.state.registry = registry
+    install_error_handlers(app)
+    app.include_router(experiments.router)
+    app.include_router(health.router)
+    app.add_middleware(LatencyMiddleware, histogram=latency)
+    return app

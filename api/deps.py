@@ -1,0 +1,79 @@
+"""Request dependencies: the app state and the caller, whose key is checked in the request's
+own transaction.
+
+The dependencies themselves do no I/O, so a request costs one hop to the thread pool: the
+route body opens the unit of work, authenticates, does its work and commits, all in one go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from api.state import AppState
+from dfp.errors import UnauthenticatedError
+from dfp.keys.service import authenticate
+from dfp.storage.database import UnitOfWork
+
+T = TypeVar("T")
+
+bearer = HTTPBearer(
+    auto_error=False,
+    bearerFormat="dfp_<id>_<secret>",
+    description="An API key from `dfp keys create --owner NAME`.",
+)
+
+
+async def get_state(request: Request) -> AppState:
+    """The app's state, once its database schema is known to be at head (else 503)."""
+    state: AppState = request.app.state.dfp
+    if not state.schema.is_current:
+        await run_in_threadpool(state.schema.require)
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Whoever sent the request, with the key they presented (checked when the work starts)."""
+
+    state: AppState
+    key: str
+
+    def owner(self, session: Session) -> str:
+        owner = authenticate(session, self.key)
+        if owner is None:
+            raise UnauthenticatedError("invalid or revoked API key")
+        return owner
+
+    @contextmanager
+    def transaction(self) -> Iterator[tuple[UnitOfWork, str]]:
+        """The request's unit of work and the key's owner; commits when the block ends."""
+        with self.state.db.unit_of_work() as uow:
+            yield uow, self.owner(uow.session)
+
+    def read(self, work: Callable[[Session, str], T]) -> T:
+        """Run `work(session, owner)` without a transaction (single reads, long polls)."""
+        with self.state.db.reading() as session:
+            return work(session, self.owner(session))
+
+
+async def get_caller(
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Caller:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise UnauthenticatedError("missing API key: send 'Authorization: Bearer <key>'")
+    return Caller(state, credentials.credentials)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]

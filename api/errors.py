@@ -1,0 +1,110 @@
+"""One error shape for every failure, `{"error": {"code", "message", "details"}}`, in OpenAPI."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dfp.errors import DfpError, ServiceUnavailableError
+from dfp.fields import field_path
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = "5"
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+ERROR_DESCRIPTIONS = {
+    401: "Missing, malformed, unknown or revoked API key",
+    404: "No such experiment for this key's owner",
+    409: "Conflicts with the experiment's state or an earlier request",
+    422: "Invalid request or spec, or over a server limit (details name the field or limit)",
+    503: "Database, broker or schema not ready; retry after the Retry-After delay",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the given statuses, all with the shared error shape."""
+    return {
+        status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]}
+        for status in statuses
+    }
+
+
+def _error_response(exc: DfpError) -> JSONResponse:
+    headers = {}
+    if exc.status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if exc.status_code == 503:
+        headers["Retry-After"] = RETRY_AFTER_SECONDS
+    return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=headers)
+
+
+async def _dfp_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DfpError)
+    return _error_response(exc)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        {
+            "field": field_path(error.get("loc", ())),
+            "message": str(error.get("msg", "invalid")).removeprefix("Value error, "),
+            "type": error.get("type"),
+        }
+        for error in exc.errors()
+    ]
+    shown = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:3])
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    body = {"error": {"code": "validation_error", "message": shown + more, "details": problems}}
+    return JSONResponse(body, status_code=422)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+    code = codes.get(exc.status_code, "http_error")
+    body = {"error": {"code": code, "message": str(exc.detail), "details": None}}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable: %s", getattr(exc, "orig", exc))
+    return _error_response(
+        ServiceUnavailableError(
+            "the database is unavailable; retry shortly", code="database_unavailable"
+        )
+    )
+
+
+async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", exc_info=exc)
+    body = {
+        "error": {"code": "internal_error", "message": "internal server error", "details": None}
+    }
+    return JSONResponse(body, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DfpError, _dfp_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(Exception, _internal_error)

@@ -1,0 +1,244 @@
+"""A typed, synchronous Python client for the dfp API (httpx).
+
+    from dfp.client import Client
+    with Client() as dfp:                       # DFP_URL / DFP_API_KEY, or the local `dfp serve`
+        job = dfp.submit("examples/deeper_is_faster.yaml", tags=["paper"])
+        job = dfp.wait(job.id, timeout=600)
+        result = dfp.results(job.id, layer=["hidden.1"])
+
+Errors come back as the server's typed errors (`dfp.errors.NotFoundError`,
+`LimitExceededError`, ...) carrying its message, code and details.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from dfp.errors import ERRORS_BY_CODE, ERRORS_BY_STATUS, DfpError, ServiceUnavailableError
+from dfp.experiments.schemas import (
+    ExperimentPublic,
+    ExperimentsPublic,
+    ExperimentSummary,
+    FiguresPublic,
+    ResultsPublic,
+)
+from dfp.settings import Settings
+from dfp_engine.spec import ExperimentSpec, load_spec
+
+SpecLike = ExperimentSpec | Mapping[str, Any] | str | Path
+
+
+class WaitTimeoutError(DfpError):
+    """`wait` gave up before the experiment reached a terminal state."""
+
+    code = "wait_timeout"
+
+
+class Client:
+    """One connection pool to a dfp server; use as a context manager or call `close()`."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float | None = None,
+        settings: Settings | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        settings = settings or Settings()
+        self.url = (url or settings.client_url()).rstrip("/")
+        key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+        if key is None and settings.local_key_file().exists():
+            key = settings.local_key_file().read_text(encoding="utf-8").strip()
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=timeout or settings.client_timeout,
+            transport=transport,
+        )
+
+    # --------------------------------------------------------------- plumbing
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServiceUnavailableError(
+                f"cannot reach the dfp server at {self.url}: {exc}", code="unreachable"
+            ) from exc
+        if response.is_success:
+            return response
+        raise error_from_response(response)
+
+    # ---------------------------------------------------------------- the API
+
+    def submit(
+        self,
+        spec: SpecLike,
+        *,
+        tags: Sequence[str] = (),
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> ExperimentPublic:
+        """Submit a spec (an ExperimentSpec, a dict, or a YAML/JSON file path)."""
+        body = spec_body(spec)
+        if tags:
+            body["tags"] = list(tags)
+        if callback_url is not None:
+            body["callback_url"] = callback_url
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        response = self._request("POST", "/v1/experiments", json=body, headers=headers)
+        return ExperimentPublic.model_validate_json(response.content)
+
+    def get(self, experiment_id: str, *, wait: float = 0) -> ExperimentPublic:
+        """The experiment now, or after up to `wait` s (≤ 60) if its status changes sooner."""
+        params = {"wait": wait} if wait > 0 else {}
+        timeout = self._http.timeout.read
+        extended = httpx.Timeout(None if timeout is None else timeout + wait)
+        response = self._request(
+            "GET", f"/v1/experiments/{experiment_id}", params=params, timeout=extended
+        )
+        return ExperimentPublic.model_validate_json(response.content)
+
+    def wait(
+        self,
+        experiment_id: str,
+        timeout: float | None = None,
+        *,
+        on_update: Any = None,
+    ) -> ExperimentPublic:
+        """Long-poll until the experiment is terminal; `on_update(experiment)` sees each state."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = 60.0 if deadline is None else deadline - time.monotonic()
+            experiment = self.get(experiment_id, wait=max(0.0, min(60.0, remaining)))
+            if on_update is not None:
+                on_update(experiment)
+            if experiment.is_terminal:
+                return experiment
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeoutError(
+                    f"experiment {experiment_id} is still {experiment.status} after {timeout} s",
+                    details={"status": experiment.status},
+                )
+
+    def results(
+        self,
+        experiment_id: str,
+        *,
+        run: Sequence[int] = (),
+        layer: Sequence[str] = (),
+        epoch: Sequence[int] = (),
+    ) -> ResultsPublic:
+        """The stored result (partial while running), optionally narrowed."""
+        params = {"run": list(run), "layer": list(layer), "epoch": list(epoch)}
+        response = self._request("GET", f"/v1/experiments/{experiment_id}/results", params=params)
+        return ResultsPublic.model_validate_json(response.content)
+
+    def results_csv(
+        self,
+        experiment_id: str,
+        *,
+        run: Sequence[int] = (),
+        layer: Sequence[str] = (),
+        epoch: Sequence[int] = (),
+    ) -> str:
+        """The curves as CSV text: run, sweep_value, epoch, step, layer, delta, ..., lfr, rdf."""
+        params = {"run": list(run), "layer": list(layer), "epoch": list(epoch)}
+        return self._request(
+            "GET", f"/v1/experiments/{experiment_id}/results.csv", params=params
+        ).text
+
+    def figures(self, experiment_id: str) -> list[str]:
+        """Names of the figures the server can draw from the experiment's results."""
+        response = self._request("GET", f"/v1/experiments/{experiment_id}/figures")
+        return [figure.name for figure in FiguresPublic.model_validate_json(response.content).data]
+
+    def figure(self, experiment_id: str, name: str) -> bytes:
+        """One figure as PNG bytes, drawn by the server from the stored results."""
+        return self._request("GET", f"/v1/experiments/{experiment_id}/figures/{name}.png").content
+
+    def cancel(self, experiment_id: str) -> ExperimentPublic:
+        """Request cancellation (a terminal experiment is returned unchanged)."""
+        response = self._request("POST", f"/v1/experiments/{experiment_id}/cancel")
+        return ExperimentPublic.model_validate_json(response.content)
+
+    def delete(self, experiment_id: str) -> None:
+        """Delete a terminal experiment and its results."""
+        self._request("DELETE", f"/v1/experiments/{experiment_id}")
+
+    def list(
+        self,
+        *,
+        status: Sequence[str] = (),
+        tag: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> ExperimentsPublic:
+        """One page of your experiments, newest first (`next_cursor` fetches the next)."""
+        params: dict[str, Any] = {"status": list(status), "limit": limit}
+        if tag is not None:
+            params["tag"] = tag
+        if created_after is not None:
+            params["created_after"] = created_after.isoformat()
+        if created_before is not None:
+            params["created_before"] = created_before.isoformat()
+        if cursor is not None:
+            params["cursor"] = cursor
+        response = self._request("GET", "/v1/experiments", params=params)
+        return ExperimentsPublic.model_validate_json(response.content)
+
+    def iter(self, **filters: Any) -> Iterator[ExperimentSummary]:
+        """Every experiment matching the filters, following cursors."""
+        cursor = None
+        while True:
+            page = self.list(cursor=cursor, **filters)
+            yield from page.data
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+
+def spec_body(spec: SpecLike) -> dict[str, Any]:
+    """The JSON body for a spec given as a model, a mapping or a file."""
+    if isinstance(spec, ExperimentSpec):
+        return spec.model_dump(mode="json")
+    if isinstance(spec, str | Path):
+        return load_spec(spec).model_dump(mode="json")
+    return dict(spec)
+
+
+def error_from_response(response: httpx.Response) -> DfpError:
+    """The typed error for a non-2xx response, with the server's code, message and details."""
+    try:
+        error = response.json()["error"]
+        code, message, details = error["code"], error["message"], error.get("details")
+    except (ValueError, KeyError, TypeError):
+        code, message, details = "http_error", response.text[:500] or response.reason_phrase, None
+    cls = ERRORS_BY_CODE.get(code) or ERRORS_BY_STATUS.get(response.status_code, DfpError)
+    return cls(message, details=details, code=code, status_code=response.status_code)

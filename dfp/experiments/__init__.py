@@ -1,0 +1,1 @@
+"""Experiments: submission, state, results and the run life cycle workers drive."""

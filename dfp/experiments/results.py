@@ -1,0 +1,226 @@
+"""Reading stored results back: as the JSON document, as a flat CSV table, as engine objects."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import uuid
+from collections import defaultdict
+from collections.abc import Collection, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from dfp.errors import NotFoundError
+from dfp.experiments import repository
+from dfp.experiments.curves import decode_layer, decode_table
+from dfp.experiments.schemas import ResultsPublic, RunResultPublic
+from dfp.experiments.service import get_job
+from dfp.storage.models import TERMINAL_STATUSES, Job, Run
+from dfp_engine.results import (
+    Environment,
+    ExperimentResult,
+    RunResult,
+    SummaryRow,
+)
+
+CSV_COLUMNS = (
+    "run",
+    "sweep_value",
+    "epoch",
+    "step",
+    "layer",
+    "delta",
+    "inverse_delta",
+    "lfr",
+    "rdf",
+)
+
+
+def _selected_runs(session: Session, job: Job, runs: Collection[int]) -> Sequence[Run]:
+    rows = repository.runs_of(session, job.id, results=True)
+    return [run for run in rows if not runs or run.index in runs]
+
+
+def _checkpoints_by_run(
+    session: Session,
+    run_rows: Sequence[Run],
+    layers: Collection[str],
+    epochs: Collection[int],
+) -> dict[int, list[dict[str, Any]]]:
+    """Stored checkpoints per run id, each with the selected layers in model order."""
+    grouped: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
+    rows = repository.curve_rows(
+        session, [run.id for run in run_rows], layers=layers, epochs=epochs
+    )
+    for row in rows:
+        run_id, epoch, step = row[0], row[1], row[2]
+        checkpoint = grouped[run_id].setdefault(epoch, {"epoch": epoch, "step": step, "layers": []})
+        checkpoint["layers"].append(decode_layer(*row[3:]))
+    return {run_id: list(by_epoch.values()) for run_id, by_epoch in grouped.items()}
+
+
+def results_document(
+    session: Session,
+    owner: str,
+    job_id: uuid.UUID,
+    *,
+    runs: Collection[int] = (),
+    layers: Collection[str] = (),
+    epochs: Collection[int] = (),
+) -> dict[str, Any]:
+    """The stored result as plain JSON-ready data in the shape of ResultsPublic.
+
+    Plain data because a result holds tens of thousands of numbers: building models of them
+    would cost more than reading them from the database."""
+    job = get_job(session, owner, job_id)
+    run_rows = _selected_runs(session, job, runs)
+    checkpoints = _checkpoints_by_run(session, run_rows, layers, epochs)
+    terminal = job.status in TERMINAL_STATUSES
+    return {
+        "experiment_id": str(job.id),
+        "status": job.status,
+        "is_terminal": terminal,
+        "partial": not terminal,
+        "spec": job.spec,
+        "runs": [run_document(run, checkpoints.get(run.id, [])) for run in run_rows],
+        "summary": job.summary or [],
+    }
+
+
+def get_results(
+    session: Session,
+    owner: str,
+    job_id: uuid.UUID,
+    *,
+    runs: Collection[int] = (),
+    layers: Collection[str] = (),
+    epochs: Collection[int] = (),
+) -> ResultsPublic:
+    """The stored result, optionally narrowed to some runs, layers and epochs."""
+    document = results_document(session, owner, job_id, runs=runs, layers=layers, epochs=epochs)
+    return ResultsPublic.model_validate(document)
+
+
+def run_document(run: Run, checkpoints: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run in the shape of RunResultPublic, every field present."""
+    document = {
+        name: field.get_default(call_default_factory=True)
+        for name, field in RunResultPublic.model_fields.items()
+        if not field.is_required()
+    }
+    # Fields this version of the engine no longer has are left out rather than refused.
+    document.update((k, v) for k, v in (run.details or {}).items() if k in document)
+    document.update(
+        index=run.index,
+        sweep_value=run.sweep_value,
+        status=run.status,
+        error={"code": run.error_code, "message": run.error_message or ""}
+        if run.error_code
+        else None,
+        steps_to_target=run.steps_to_target,
+        epochs_to_target=run.epochs_to_target,
+        n_train=run.n_train,
+        n_test=run.n_test,
+        n_analysis=run.n_analysis,
+        layer_names=run.layer_names,
+        history=decode_table(run.history, run.history_fields),
+        checkpoints=checkpoints,
+        elapsed_seconds=run.elapsed_seconds,
+        analysis_seconds=run.analysis_seconds,
+        environment=run.environment,
+    )
+    return document
+
+
+def run_result_public(run: Run, checkpoints: list[dict[str, Any]]) -> RunResultPublic:
+    return RunResultPublic.model_validate(run_document(run, checkpoints))
+
+
+def experiment_result(session: Session, owner: str, job_id: uuid.UUID) -> ExperimentResult:
+    """The stored result as the engine's ExperimentResult, for its figures.
+
+    While the experiment runs this holds the runs analysed so far, each with its own status
+    (figures draw what is there)."""
+    job = get_job(session, owner, job_id)
+    runs = repository.runs_of(session, job.id, results=True)
+    runs = [run for run in runs if run.environment is not None]
+    if not runs:
+        raise NotFoundError(
+            f"experiment {job_id} has no results yet, so no figures", code="no_results"
+        )
+    checkpoints = _checkpoints_by_run(session, runs, (), ())
+    engine_runs = [engine_run_result(run_result_public(r, checkpoints.get(r.id, []))) for r in runs]
+    fields = set(Environment.model_fields)
+    environment = {k: v for k, v in (runs[0].environment or {}).items() if k in fields}
+    return ExperimentResult.model_construct(
+        spec=job.spec,
+        status=job.status,  # type: ignore[arg-type]  # also queued or running while partial
+        error=None,
+        environment=Environment.model_construct(**environment),  # figures do not read it
+        runs=engine_runs,
+        summary=[SummaryRow.model_validate(row) for row in job.summary or []],
+    )
+
+
+def finished_run_results(session: Session, job_id: uuid.UUID) -> list[RunResult]:
+    """The engine's RunResult for every finished run of a job (for summaries and figures)."""
+    runs = repository.runs_of(session, job_id, results=True)
+    runs = [run for run in runs if run.status in TERMINAL_STATUSES]
+    checkpoints = _checkpoints_by_run(session, runs, (), ())
+    return [engine_run_result(run_result_public(r, checkpoints.get(r.id, []))) for r in runs]
+
+
+def engine_run_result(run: RunResultPublic) -> RunResult:
+    """Back to the engine's model: a loss stored as null (it diverged) becomes NaN again.
+
+    A run still going keeps its status (`running`), which the engine's model cannot say."""
+    data = run.model_dump(exclude={"environment", "history", "checkpoints"})
+    history = [
+        {
+            **point.model_dump(),
+            "train_loss": math.nan if point.train_loss is None else point.train_loss,
+        }
+        for point in run.history
+    ]
+    terminal = run.status in TERMINAL_STATUSES
+    result = RunResult.model_validate(
+        {
+            **data,
+            "status": run.status if terminal else "cancelled",
+            "history": history,
+            "checkpoints": run.checkpoints,
+        }
+    )
+    return result if terminal else result.model_copy(update={"status": run.status})
+
+
+def csv_rows(results: ResultsPublic) -> Iterator[tuple[Any, ...]]:
+    """One row per (run, checkpoint, layer, δ); the RDF is empty where it is undefined (first δ)."""
+    for run in results.runs:
+        for checkpoint in run.checkpoints:
+            for layer in checkpoint.layers:
+                rdf = dict(zip(layer.rdf_inverse_deltas, layer.rdf, strict=True))
+                for delta, inverse, lfr in zip(
+                    layer.deltas, layer.inverse_deltas, layer.lfr, strict=True
+                ):
+                    yield (
+                        run.index,
+                        "" if run.sweep_value is None else run.sweep_value,
+                        checkpoint.epoch,
+                        checkpoint.step,
+                        layer.layer,
+                        repr(delta),
+                        repr(inverse),
+                        repr(lfr),
+                        repr(rdf[inverse]) if inverse in rdf else "",
+                    )
+
+
+def results_csv(results: ResultsPublic) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(csv_rows(results))
+    return out.getvalue()

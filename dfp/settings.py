@@ -1,0 +1,108 @@
+"""The one settings object of service, worker and client, read from `DFP_*` variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Queue names; the spec's training.device picks one (cuda* -> gpu, anything else -> cpu).
+CPU_QUEUE = "cpu"
+GPU_QUEUE = "gpu"
+
+
+class Settings(BaseSettings):
+    """Every knob of dfp; each field is read from `DFP_<FIELD>` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix="DFP_", extra="ignore", frozen=True)
+
+    # Where the embedded mode keeps its SQLite database, broker folders and local key.
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".dfp")
+    # None means the embedded SQLite file in data_dir; production: postgresql+psycopg://...
+    database_url: str | None = None
+    # None means the serverless filesystem broker in data_dir; production: redis://host:6379/0
+    broker_url: str | None = None
+
+    # API server (also the client's default address when DFP_URL is unset).
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    api_threads: int = Field(16, ge=1, description="Threads serving requests per API process.")
+    db_pool_size: int = Field(16, ge=1)
+    db_max_overflow: int = Field(8, ge=0)
+    db_connect_timeout: float = Field(5.0, gt=0)
+    broker_connect_timeout: float = Field(3.0, gt=0)
+
+    # Client side.
+    url: str | None = None
+    api_key: SecretStr | None = None
+    client_timeout: float = Field(90.0, gt=0)
+
+    # Limits on accepted specs (422 naming the limit when exceeded).
+    max_samples: int = Field(100_000, ge=2, description="Training and analysis samples per run.")
+    max_width: int = Field(4096, ge=1, description="Units or channels of any layer.")
+    max_depth: int = Field(64, ge=1, description="Hidden layers (MLP) or conv layers (CNN).")
+    max_epochs: int = Field(100_000, ge=1)
+    max_sweep_size: int = Field(64, ge=1, description="Runs per experiment.")
+    max_concurrent_jobs: int = Field(20, ge=1, description="Unfinished experiments per owner.")
+    # Folders whose files specs may name (npz paths, image dataset roots); empty: data_dir/datasets.
+    dataset_roots: list[Path] = Field(default_factory=list)
+
+    # Worker.
+    worker_concurrency: int = Field(1, ge=1, description="Processes per CPU worker.")
+    job_soft_time_limit: int = Field(6 * 3600, ge=1, description="Seconds before a run is stopped.")
+    job_time_limit: int = Field(6 * 3600 + 300, ge=1, description="Seconds before it is killed.")
+    heartbeat_seconds: float = Field(5.0, gt=0, description="Heartbeat, progress and cancel poll.")
+    heartbeat_timeout: float = Field(120.0, gt=0, description="A running run this stale is lost.")
+    reconcile_seconds: float = Field(30.0, gt=0, description="Period of the reconciler.")
+    requeue_after: float = Field(300.0, gt=0, description="A queued run this old may be re-sent.")
+    max_attempts: int = Field(3, ge=1, description="Starts of a run before it is marked failed.")
+
+    def resolved_database_url(self) -> str:
+        """The configured database, or the embedded SQLite file."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'dfp.sqlite3'}"
+
+    def resolved_broker_url(self) -> str:
+        """The configured broker, or the embedded filesystem transport."""
+        return self.broker_url or "filesystem://"
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return self.resolved_broker_url().startswith("filesystem://")
+
+    def broker_transport_options(self) -> dict[str, Any]:
+        """Kombu transport options: the Redis visibility timeout, or the filesystem folders."""
+        if self.is_embedded_broker:
+            folder = str(self.broker_dir())
+            return {
+                "data_folder_in": folder,
+                "data_folder_out": folder,
+                "control_folder": str(self.data_dir / "broker-control"),
+                "polling_interval": 0.25,
+            }
+        # Longer than the longest allowed run, so Redis never redelivers a live task;
+        # recovery from lost workers is the reconciler's job, not this timeout's.
+        return {"visibility_timeout": self.job_time_limit + 3600}
+
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    def resolved_dataset_roots(self) -> list[Path]:
+        return self.dataset_roots or [self.data_dir / "datasets"]
+
+    def client_url(self) -> str:
+        """The API address the client talks to."""
+        host = "127.0.0.1" if self.host in {"0.0.0.0", "::"} else self.host
+        return (self.url or f"http://{host}:{self.port}").rstrip("/")
+
+    def local_key_file(self) -> Path:
+        """Where `dfp serve` keeps the embedded mode's API key for the local client."""
+        return self.data_dir / "local-api-key"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings from the environment, read once per process."""
+    return Settings()

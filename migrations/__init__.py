@@ -1,0 +1,1 @@
+"""The Alembic migration chain, shared by PostgreSQL and SQLite (`dfp db upgrade`)."""
