@@ -12,6 +12,8 @@ from fastapi import FastAPI
 from api import experiments, health
 from api.errors import install_error_handlers
 from api.metrics import LatencyMiddleware, create_registry
+from api.rate_limit import create_rate_limiter
+from api.request_body import RequestBodyGuard
 from api.state import AppState, SchemaGate
 from dfp import __version__
 from dfp.settings import Settings, get_settings
@@ -24,7 +26,9 @@ log = logging.getLogger("api")
 DESCRIPTION = """Submit Deep Frequency Principle experiments and fetch per-layer frequency ratios.
 
 Every request except `/healthz`, `/readyz` and this documentation needs
-`Authorization: Bearer <key>` (create one with `dfp keys create --owner NAME`).
+`Authorization: Bearer <key>` (create one with `dfp keys create --owner NAME`); each key may
+send a limited number of requests per minute (429 with `Retry-After` beyond it).
+Request bodies are JSON (`Content-Type: application/json`) of limited size (413 beyond it).
 Errors share one shape: `{"error": {"code", "message", "details"}}`.
 """
 
@@ -38,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db=db,
         dispatcher=CeleryDispatcher(create_celery(settings)),
         schema=SchemaGate(db),
+        rate_limiter=create_rate_limiter(settings),
     )
 
     @asynccontextmanager
@@ -51,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         elif schema.is_current:
             log.info("dfp API ready: %s", schema.describe())
         yield
+        await state.rate_limiter.close()
         db.dispose()
 
     app = FastAPI(
@@ -65,5 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(experiments.router)
     app.include_router(health.router)
+    # Bodies are checked before routing; the latency middleware times refusals too.
+    app.add_middleware(RequestBodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(LatencyMiddleware, histogram=latency)
     return app

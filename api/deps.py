@@ -7,6 +7,7 @@ route body opens the unit of work, authenticates, does its work and commits, all
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,8 +18,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from api.rate_limit import bucket_of
 from api.state import AppState
-from dfp.errors import UnauthenticatedError
+from dfp.errors import RateLimitedError, UnauthenticatedError
 from dfp.keys.service import authenticate
 from dfp.storage.database import UnitOfWork
 
@@ -73,6 +75,16 @@ async def get_caller(
 ) -> Caller:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise UnauthenticatedError("missing API key: send 'Authorization: Bearer <key>'")
+    # Limited before any database work; the key itself is checked in the request's transaction.
+    wait = await state.rate_limiter.acquire(bucket_of(credentials.credentials))
+    if wait is not None:
+        per_minute = state.settings.rate_limit_per_minute
+        raise RateLimitedError(
+            f"too many requests with this key: at most {per_minute} per minute "
+            f"(DFP_RATE_LIMIT_PER_MINUTE); retry after {math.ceil(wait)} s",
+            retry_after=wait,
+            details={"limit_per_minute": per_minute, "retry_after": math.ceil(wait)},
+        )
     return Caller(state, credentials.credentials)
 
 

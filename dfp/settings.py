@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, IPvAnyNetwork, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Queue names; the spec's training.device picks one (cuda* -> gpu, anything else -> cpu).
@@ -49,6 +49,33 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(20, ge=1, description="Unfinished experiments per owner.")
     # Folders whose files specs may name (npz paths, image dataset roots); empty: data_dir/datasets.
     dataset_roots: list[Path] = Field(default_factory=list)
+
+    # Hostile input and abuse.
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body accepted (413 above)."
+    )
+    rate_limit_per_minute: int = Field(
+        1200, ge=0, description="Requests per minute per API key (429 above); 0 turns it off."
+    )
+    rate_limit_burst: int = Field(
+        200, ge=1, description="Requests a key may send at once before the rate applies."
+    )
+
+    # Webhooks: a signed POST to an experiment's callback_url when it reaches a terminal state.
+    # Each owner signs with a secret derived from this one (GET /v1/webhook-secret); unset:
+    # callback_url is refused (`dfp serve` creates one in the data dir for the embedded mode).
+    webhook_secret: SecretStr | None = None
+    # Networks a callback_url may resolve into besides public addresses (loopback, private and
+    # link-local ones are refused otherwise), e.g. ["10.20.0.0/16"] for an on-site receiver.
+    webhook_allowed_networks: list[IPvAnyNetwork] = Field(default_factory=list)
+    webhook_timeout: float = Field(10.0, gt=0, description="Seconds per delivery attempt.")
+    webhook_max_attempts: int = Field(8, ge=1, description="Attempts before a delivery fails.")
+    webhook_retry_seconds: float = Field(
+        10.0, gt=0, description="Delay before the first retry; doubled each time, at most 1 h."
+    )
+    webhook_poll_seconds: float = Field(
+        1.0, gt=0, description="How often webhook workers look for deliveries that are due."
+    )
 
     # Worker.
     worker_concurrency: int = Field(1, ge=1, description="Processes per CPU worker.")

@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
 
@@ -295,8 +295,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created_at, job_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(created_at), uuid.UUID(job_id)
-    except (ValueError, TypeError) as exc:
+        at = datetime.fromisoformat(created_at)
+        if at.tzinfo is None:
+            raise ValueError("a cursor's time has a zone")
+        return at.astimezone(UTC), uuid.UUID(job_id)
+    except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidRequestError(
             "cursor: not a cursor this server issued", details={"field": "cursor"}
         ) from exc
