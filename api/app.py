@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import FastAPI
 
-from api import experiments, health
+from api import experiments, health, webhooks
 from api.errors import install_error_handlers
 from api.metrics import LatencyMiddleware, create_registry
 from api.rate_limit import create_rate_limiter
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     install_error_handlers(app)
     app.include_router(experiments.router)
+    app.include_router(webhooks.router)
     app.include_router(health.router)
     # Bodies are checked before routing; the latency middleware times refusals too.
     app.add_middleware(RequestBodyGuard, max_bytes=settings.max_body_bytes)

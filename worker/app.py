@@ -5,9 +5,10 @@ from __future__ import annotations
 from celery import Celery
 from kombu.entity import Queue
 
-from dfp.settings import CPU_QUEUE, GPU_QUEUE, Settings
+from dfp.settings import CPU_QUEUE, GPU_QUEUE, WEBHOOK_QUEUE, Settings
 
 EXECUTE_RUN = "dfp.execute_run"
+DELIVER_WEBHOOK = "dfp.deliver_webhook"
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -31,7 +32,7 @@ def create_celery(settings: Settings) -> Celery:
         task_soft_time_limit=settings.job_soft_time_limit,
         task_time_limit=settings.job_time_limit,
         task_default_queue=CPU_QUEUE,
-        task_queues=(Queue(CPU_QUEUE), Queue(GPU_QUEUE)),
+        task_queues=(Queue(CPU_QUEUE), Queue(GPU_QUEUE), Queue(WEBHOOK_QUEUE)),
         task_create_missing_queues=False,
         broker_transport_options=settings.broker_transport_options(),
         broker_connection_timeout=settings.broker_connect_timeout,

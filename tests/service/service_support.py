@@ -31,7 +31,15 @@ from dfp_engine.results import Checkpoint, HistoryPoint, LayerAnalysis, RunResul
 from worker.dispatch import CeleryDispatcher
 
 REPO = Path(__file__).resolve().parents[2]
-TABLES = ("layer_curves", "checkpoints", "runs", "job_tags", "jobs", "api_keys")
+TABLES = (
+    "webhook_deliveries",
+    "layer_curves",
+    "checkpoints",
+    "runs",
+    "job_tags",
+    "jobs",
+    "api_keys",
+)
 
 
 def free_port() -> int:
