@@ -253,8 +253,8 @@ def error_from_response(response: httpx.Response) -> DfpError:
     except (ValueError, KeyError, TypeError):
         code, message, details = "http_error", response.text[:500] or response.reason_phrase, None
     cls = ERRORS_BY_CODE.get(code) or ERRORS_BY_STATUS.get(response.status_code, DfpError)
-    error: DfpError = cls(message, details=details, code=code, status_code=response.status_code)
+    typed = cls(message, details=details, code=code, status_code=response.status_code)
     retry_after = response.headers.get("retry-after", "")
-    if isinstance(error, RateLimitedError) and retry_after.isdigit():
-        error.retry_after = float(retry_after)
-    return error
+    if isinstance(typed, RateLimitedError) and retry_after.isdigit():
+        typed.retry_after = float(retry_after)
+    return typed
