@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api import experiments, health, webhooks
+from api.deps import reject_unknown_query
 from api.errors import install_error_handlers
 from api.metrics import LatencyMiddleware, create_registry
 from api.rate_limit import create_rate_limiter
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query)],
     )
     app.state.dfp = state
     registry, latency = create_registry(state)

@@ -71,8 +71,14 @@ class NumericField:
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in a.items()}
     for key, value in b.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+        current = out.get(key)
+        # Another kind of dataset or model has other fields: it replaces the section.
+        if (
+            isinstance(value, dict)
+            and isinstance(current, dict)
+            and current.get("kind") == value.get("kind", current.get("kind"))
+        ):
+            out[key] = _merge(current, value)
         else:
             out[key] = value
     return out

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,6 +195,40 @@ def run_result(index: int, checkpoints: list[Checkpoint], status: str = "succeed
     )
 
 
+def finish_job(backend: Backend, job_id: str, body: dict[str, Any]) -> None:
+    """Run every run of a submitted job to `succeeded` the way a worker stores it, with real
+    analysed checkpoints and the engine's sweep summary."""
+    from sqlalchemy import select
+
+    from dfp.experiments import lifecycle
+    from dfp.storage.models import Run
+    from dfp_engine.runner import summarize
+    from dfp_engine.spec import ExperimentSpec
+
+    spec = ExperimentSpec.model_validate({k: v for k, v in body.items() if k != "tags"})
+    with backend.db.unit_of_work() as uow:
+        run_ids = list(
+            uow.session.scalars(
+                select(Run.id).where(Run.job_id == uuid.UUID(job_id)).order_by(Run.index)
+            )
+        )
+    for index, run_id in enumerate(run_ids):
+        with backend.db.unit_of_work() as uow:
+            lease = lifecycle.claim_run(
+                uow.session, run_id, worker="test:1", settings=backend.settings
+            )
+        assert lease is not None
+        checkpoints = analysed_checkpoints([0, 2, 4], layers=3, seed=index)
+        with backend.db.unit_of_work() as uow:
+            assert lifecycle.finish_run(
+                uow.session,
+                lease,
+                run_result(index, checkpoints),
+                {"device": "cpu", "seed": 3},
+                lambda runs: summarize(spec, runs),
+            )
+
+
 def get_json(client: httpx.Client, path: str, **kwargs: Any) -> Any:
     response = client.get(path, **kwargs)
     assert response.status_code == 200, response.text
@@ -239,6 +274,7 @@ def service_settings(data_dir: Path, **overrides: object) -> Settings:
         "requeue_after": 2.0,
         "max_attempts": 2,
         "dataset_roots": [data_dir / "datasets"],
+        "webhook_secret": "dfp-test-webhook-secret",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
