@@ -12,8 +12,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -104,12 +105,13 @@ def wait_for(
 
 
 def start_worker(
-    settings: Settings, log_path: Path, *, queues: str = "cpu"
+    settings: Settings, log_path: Path, *options: str, queues: str = "cpu"
 ) -> subprocess.Popen[bytes]:
     """A real Celery worker process (`dfp worker`) for `settings`, in its own process group."""
+    command = [sys.executable, "-m", "dfp.cli", "worker", "--queues", queues, "--loglevel", "INFO"]
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "dfp.cli", "worker", "--queues", queues, "--loglevel", "INFO"],
+            [*command, *options],
             cwd=REPO,
             env=process_env(settings),
             stdout=log,
@@ -258,6 +260,24 @@ def drop_pg_database(name: str) -> None:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextlib.contextmanager
+def redis_database() -> Iterator[str]:
+    """A Redis database number no other running test session (or module) holds, emptied."""
+    admin = redis.Redis.from_url(f"{REDIS_HOST}/0")
+    for number in range(1, 16):
+        if admin.set(f"dfp-test-db:{number}", os.getpid(), nx=True, ex=6 * 3600):
+            break
+    else:  # pragma: no cover - fifteen holders at once
+        raise RuntimeError("no free Redis database number for this test session")
+    url = f"{REDIS_HOST}/{number}"
+    redis.Redis.from_url(url).flushdb()
+    try:
+        yield url
+    finally:
+        redis.Redis.from_url(url).flushdb()
+        admin.delete(f"dfp-test-db:{number}")
+
+
 def service_settings(data_dir: Path, **overrides: object) -> Settings:
     """Small limits and fast clocks, so that limits and recovery are quick to exercise."""
     values: dict[str, object] = {
@@ -313,3 +333,60 @@ class Backend:
 
     def client(self, key: str | None) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers=auth(key) if key else {}, timeout=90)
+
+
+@dataclass
+class Delivery:
+    """One request a Receiver got."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float  # time.monotonic() when it arrived
+
+
+class Receiver:
+    """A real HTTP server on loopback that records every POST and answers each path with the
+    statuses it was told to (in turn; the last one repeats), optionally after a delay."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[Delivery] = []
+        self.scripts: dict[str, list[int]] = {}
+        self.delays: dict[str, float] = {}
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                arrived = time.monotonic()
+                with receiver._lock:
+                    receiver.deliveries.append(
+                        Delivery(self.path, dict(self.headers.items()), body, arrived)
+                    )
+                    script = receiver.scripts.get(self.path, [200])
+                    status = script.pop(0) if len(script) > 1 else script[0]
+                time.sleep(receiver.delays.get(self.path, 0.0))
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def at(self, path: str) -> list[Delivery]:
+        with self._lock:
+            return [d for d in self.deliveries if d.path == path]
