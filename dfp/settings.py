@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, IPvAnyNetwork, SecretStr
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Queue names; the spec's training.device picks one (cuda* -> gpu, anything else -> cpu).
@@ -88,6 +88,15 @@ class Settings(BaseSettings):
     reconcile_seconds: float = Field(30.0, gt=0, description="Period of the reconciler.")
     requeue_after: float = Field(300.0, gt=0, description="A queued run this old may be re-sent.")
     max_attempts: int = Field(3, ge=1, description="Starts of a run before it is marked failed.")
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None  # unset, or set to "" (docker-compose without a secret): no webhooks
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("DFP_WEBHOOK_SECRET must be at least 16 characters")
+        return value
 
     def resolved_database_url(self) -> str:
         """The configured database, or the embedded SQLite file."""

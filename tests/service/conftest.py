@@ -12,12 +12,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import redis
 from service_support import (
+    REDIS_HOST,
     Backend,
     LiveServer,
     create_pg_database,
     drop_pg_database,
-    redis_database,
     service_settings,
 )
 
@@ -42,8 +43,17 @@ def pg_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A Redis database number no other running test session holds."""
-    with redis_database() as url:
-        yield url
+    admin = redis.Redis.from_url(f"{REDIS_HOST}/0")
+    for number in range(1, 16):
+        if admin.set(f"dfp-test-db:{number}", os.getpid(), nx=True, ex=6 * 3600):
+            break
+    else:  # pragma: no cover - sixteen sessions at once
+        raise RuntimeError("no free Redis database number for this test session")
+    url = f"{REDIS_HOST}/{number}"
+    redis.Redis.from_url(url).flushdb()
+    yield url
+    redis.Redis.from_url(url).flushdb()
+    admin.delete(f"dfp-test-db:{number}")
 
 
 def _backend(name: str, settings: Settings) -> Backend:
