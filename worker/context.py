@@ -6,6 +6,7 @@ import os
 import socket
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 
 from celery import Celery
 from celery.signals import worker_process_init
@@ -45,6 +46,32 @@ def worker_context(app: Celery) -> WorkerContext:
         settings = get_settings()
         _context = WorkerContext(settings, open_database(settings), CeleryDispatcher(app))
     return _context
+
+
+def holder_alive(worker: str) -> bool:
+    """False only for a worker process (`host:pid`, see `worker_name`) of this host that is gone.
+
+    A pid of another host, or one that was reused, counts as alive: such runs wait for their
+    heartbeat to go stale instead."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, under another user
+    return not _is_zombie(int(pid))
+
+
+def _is_zombie(pid: int) -> bool:
+    # A killed pool process lingers as a zombie until its parent reaps it.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
 
 
 @worker_process_init.connect
