@@ -36,6 +36,8 @@ COLUMN_MULTIPLE = 16
 # (about 1.3 MiB here: b = 128 for 20 bandwidths); larger tiles spill to the shared L3, where two
 # workers slow each other down.
 TILE_ELEMENTS = 20 * 128 * 128
+# On a GPU, tiles are sized for occupancy instead: this many kernel elements per tile.
+GPU_TILE_ELEMENTS = 20 * 2048 * 2048
 # Tile products summed in float32 before they are added into the float64 totals.
 FLUSH_EVERY = 8
 
@@ -93,10 +95,12 @@ class _Accumulator:
             self.cols_pending = 0
 
 
-def default_block_size(n: int, m: int) -> int:
-    """Rows per tile so that m float32 kernels of b x b stay near TILE_ELEMENTS."""
-    b = int((TILE_ELEMENTS / max(m, 1)) ** 0.5)
-    b = max(64, min(1024, b - b % 16))
+def default_block_size(n: int, m: int, device: torch.device | None = None) -> int:
+    """Rows per tile so that m float32 kernels of b x b stay near the device's tile budget."""
+    on_gpu = device is not None and device.type != "cpu"
+    budget, largest = (GPU_TILE_ELEMENTS, 8192) if on_gpu else (TILE_ELEMENTS, 1024)
+    b = int((budget / max(m, 1)) ** 0.5)
+    b = max(64, min(largest, b - b % 16))
     return min(b, n)
 
 
@@ -114,7 +118,7 @@ def lowpass_sums(
     n, d = z.shape
     m, k = len(deltas), values.shape[1]
     device = z.device
-    b = block_size or default_block_size(n, m)
+    b = block_size or default_block_size(n, m, device)
     if b < 1:
         raise ValueError(f"block_size must be positive, got {b}")
     n_blocks = -(-n // b)
@@ -208,9 +212,13 @@ def _accumulate_tile(
     dist = torch.mm(ops.left[i0 : i0 + b], ops.right[j0 : j0 + b].T).clamp_min_(0.0)
     # (b, b) -> (b, m, b): one kernel per δ from the same distances, row i outermost
     torch.mul(dist.unsqueeze(1), ops.scales, out=kern)
-    # Only the bandwidths small enough to reach the floor in this tile need the clamp.
-    reach = float(dist.max())
-    first = next((q for q, limit in enumerate(ops.floor_distances) if reach > limit), m)
+    if dist.device.type == "cpu":
+        # Only the bandwidths small enough to reach the floor in this tile need the clamp.
+        # (On a GPU reading the maximum back would stall the queue; the clamp is cheap there.)
+        reach = float(dist.max())
+        first = next((q for q, limit in enumerate(ops.floor_distances) if reach > limit), m)
+    else:
+        first = 0
     if first < m:
         kern[:, first:].clamp_(min=EXP_FLOOR)
     kern.exp_()

@@ -305,3 +305,11 @@ def test_progress_reports_rise_to_one(data: tuple[np.ndarray, np.ndarray]) -> No
     assert seen == sorted(seen)
     assert seen[-1] == 1.0
     assert len(seen) > 3
+
+
+def test_tiles_fit_a_core_on_cpu_and_fill_a_gpu() -> None:
+    from dfp_engine.lowpass import default_block_size
+
+    assert default_block_size(100_000, 20) == 128  # 20 x 128 x 128 floats: one core's L2
+    assert default_block_size(100_000, 20, torch.device("cuda")) == 2048
+    assert default_block_size(50, 20) == 50  # never more rows than samples

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 
 from dfp.settings import CPU_QUEUE, GPU_QUEUE, Settings
 
@@ -31,7 +31,8 @@ def create_celery(settings: Settings) -> Celery:
         task_soft_time_limit=settings.job_soft_time_limit,
         task_time_limit=settings.job_time_limit,
         task_default_queue=CPU_QUEUE,
-        task_queues=(Queue(CPU_QUEUE), Queue(GPU_QUEUE)),
+        # Each queue on its own exchange and key, so a message can only ever land in one.
+        task_queues=tuple(Queue(q, Exchange(q), routing_key=q) for q in (CPU_QUEUE, GPU_QUEUE)),
         task_create_missing_queues=False,
         broker_transport_options=settings.broker_transport_options(),
         broker_connection_timeout=settings.broker_connect_timeout,
