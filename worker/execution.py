@@ -211,6 +211,10 @@ def _run(ctx: WorkerContext, lease: Lease, spec: ExperimentSpec) -> tuple[RunRes
         except SoftTimeLimitExceeded:
             limit = settings.job_soft_time_limit
             result = _failed(lease, "time_limit", f"stopped after the time limit of {limit} s")
+        except SQLAlchemyError as exc:  # a checkpoint the database refused (not an outage)
+            log.exception("run %s: the database refused a checkpoint", lease.run_id)
+            reason = f"a checkpoint could not be stored: {_reason(exc)}"
+            result = _failed(lease, "storage_error", reason)
         except Exception as exc:
             log.exception("run %s: the engine raised", lease.run_id)
             result = _failed(lease, "internal_error", f"{type(exc).__name__}: {exc}")
@@ -264,8 +268,8 @@ def _store(
         if is_transient(exc):
             raise  # still unreachable: the reconciler requeues the run once it is back
         log.exception("%s: the database refused the result", what)
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        failed = _failed(lease, "storage_error", f"the result could not be stored: {reason}")
+        reason = f"the result could not be stored: {_reason(exc)}"
+        failed = _failed(lease, "storage_error", reason)
         return _retrying(lambda: _finish(ctx, lease, failed, environment, None), what=what)
 
 
@@ -304,6 +308,11 @@ def _retrying(write: Callable[[], T], *, what: str, delays: tuple[float, ...] = 
             log.warning("%s: database unavailable (%s); retrying in %s s", what, exc, delay)
             time.sleep(delay)
     return write()
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    """The database's own message, first line (without the statement SQLAlchemy appends)."""
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
 
 
 def _failed(lease: Lease, code: str, message: str) -> RunResult:

@@ -16,7 +16,7 @@ import multiprocessing
 from celery.signals import worker_shutting_down
 
 # Shared memory inherited across fork; one byte written from a signal handler, no locks.
-_requested = multiprocessing.get_context("fork").RawValue(ctypes.c_bool, False)
+_requested = multiprocessing.RawValue(ctypes.c_bool, False)
 
 
 def requested() -> bool:

@@ -62,9 +62,9 @@ def runs_of(backend: Backend, job_id: str) -> list[Run]:
 
 
 def holder_pid(run: Run) -> int:
-    """The pid of the pool process running `run` (its worker name is host:pid)."""
+    """The pid of the pool process running `run` (its worker name is host:pid[:namespace])."""
     assert run.worker is not None
-    return int(run.worker.rpartition(":")[2])
+    return int(run.worker.split(":")[1])
 
 
 def wait_running(backend: Backend, job_id: str, checkpoints: int = 1, timeout: float = 90) -> Run:

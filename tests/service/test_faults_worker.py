@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -32,10 +33,11 @@ from fault_support import (
     wait_terminal,
 )
 from service_support import Backend, tiny_spec, wait_for
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from dfp.experiments.lifecycle import aggregate_status
 from dfp.storage.models import Run
+from worker.context import holder_alive, process_name
 
 SLOW_TO_CALL_LOST = 60.0
 MAX_RESULT_BYTES = 64 * 1024
@@ -102,6 +104,18 @@ def test_a_job_that_kills_its_worker_every_time_fails_after_the_attempt_cap(
     assert f"gave up after {pg.settings.max_attempts} attempts" in job["error"]["message"]
     assert killed == list(range(1, pg.settings.max_attempts + 1))
     assert wait_terminal(alice, submit(alice, tiny_spec()))["status"] == "succeeded"
+
+
+def test_only_a_process_this_host_could_see_and_that_is_gone_counts_as_dead() -> None:
+    """What lets a task take over a run at once: a holder of this host and pid namespace that
+    no longer exists."""
+    child = subprocess.Popen(["true"])
+    child.wait()  # reaped: its pid names no process now
+    assert holder_alive(process_name(os.getpid()))
+    assert not holder_alive(process_name(child.pid))
+    assert holder_alive(process_name(child.pid).replace(socket.gethostname(), "elsewhere", 1))
+    assert holder_alive(f"{socket.gethostname()}:{child.pid}:1")  # another pid namespace
+    assert holder_alive("w:1") and holder_alive("not a worker name")
 
 
 # ------------------------------------------------------------------------ cancel races
@@ -214,5 +228,35 @@ def test_a_result_over_the_size_limit_fails_the_run_not_the_worker(
     assert 0 < kept < 100  # stopped early, not after 2000 checkpoints
     results = alice.get(f"/v1/experiments/{job['id']}/results")
     assert results.status_code == 200 and len(results.content) < 20 * MAX_RESULT_BYTES
+    assert worker.poll() is None
+    assert wait_terminal(alice, submit(alice, tiny_spec()))["status"] == "succeeded"
+
+
+DISK_FULL = """
+CREATE FUNCTION dfp_test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full';
+END $$;
+CREATE TRIGGER dfp_test_disk_full BEFORE INSERT ON layer_curves
+    FOR EACH ROW EXECUTE FUNCTION dfp_test_disk_full();
+"""
+
+
+def test_a_database_that_cannot_store_results_fails_the_run_not_the_worker(
+    worker: subprocess.Popen[bytes], pg: Backend, alice: httpx.Client
+) -> None:
+    """Disk full: PostgreSQL refuses every curve with SQLSTATE 53100 (as when it cannot extend
+    a file). Not an outage to wait out: the run fails with `storage_error` and the reason."""
+    with pg.db.engine.begin() as connection:
+        connection.execute(text(DISK_FULL))
+    try:
+        job = wait_terminal(alice, submit(alice, tiny_spec()))
+    finally:
+        with pg.db.engine.begin() as connection:
+            connection.execute(text("DROP TRIGGER dfp_test_disk_full ON layer_curves"))
+            connection.execute(text("DROP FUNCTION dfp_test_disk_full()"))
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "storage_error"
+    assert "No space left on device" in job["error"]["message"]
     assert worker.poll() is None
     assert wait_terminal(alice, submit(alice, tiny_spec()))["status"] == "succeeded"
