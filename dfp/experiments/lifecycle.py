@@ -33,7 +33,8 @@ LAYER_COLUMNS = frozenset(
     {"layer", "dim", "normalization", "peak_inverse_delta", "mean_inverse_delta"}
 )
 
-# Answers False only when sure that the named worker process (`host:pid`) no longer exists.
+# Answers False only when sure that the named worker process (as a worker names itself in
+# `Run.worker`) no longer exists.
 HolderCheck = Callable[[str], bool]
 
 
