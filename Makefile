@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The pinned CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install run test lint typecheck unit bench clean
+.PHONY: install run test lint typecheck unit bench load clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,11 @@ bench: install
 	$(BIN)/python benchmarks/frequency_bench.py
 	scripts/ensure-services.sh
 	$(BIN)/python benchmarks/submit_bench.py
+
+# 2 x 1000 experiments from 50 clients, the second time with a worker killed (RELIABILITY.md).
+load: install
+	scripts/ensure-services.sh
+	$(BIN)/python benchmarks/load_test.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

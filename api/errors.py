@@ -10,11 +10,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dfp.errors import DfpError, RateLimitedError, ServiceUnavailableError
 from dfp.fields import field_path
+from dfp.storage.database import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +117,11 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
-async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
-    log.warning("database unavailable: %s", getattr(exc, "orig", exc))
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """503 for a database that is down, restarting, full or out of connections; else 500."""
+    if not (isinstance(exc, OperationalError | PoolTimeoutError) or is_transient(exc)):
+        return await _internal_error(request, exc)
+    log.warning("database unavailable: %s", getattr(exc, "orig", None) or exc)
     return _error_response(
         ServiceUnavailableError(
             "the database is unavailable; retry shortly", code="database_unavailable"
@@ -136,5 +141,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DfpError, _dfp_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(SQLAlchemyError, _database_error)
     app.add_exception_handler(Exception, _internal_error)

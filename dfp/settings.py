@@ -86,8 +86,11 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(5.0, gt=0, description="Heartbeat, progress and cancel poll.")
     heartbeat_timeout: float = Field(120.0, gt=0, description="A running run this stale is lost.")
     reconcile_seconds: float = Field(30.0, gt=0, description="Period of the reconciler.")
-    requeue_after: float = Field(300.0, gt=0, description="A queued run this old may be re-sent.")
+    requeue_after: float = Field(60.0, gt=0, description="A queued run this old may be re-sent.")
     max_attempts: int = Field(3, ge=1, description="Starts of a run before it is marked failed.")
+    max_result_bytes: int = Field(
+        256 * 2**20, ge=1024, description="Stored curves and history of one run, in bytes."
+    )
 
     @field_validator("webhook_secret")
     @classmethod

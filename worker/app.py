@@ -40,6 +40,9 @@ def create_celery(settings: Settings) -> Celery:
         broker_transport_options=settings.broker_transport_options(),
         broker_connection_timeout=settings.broker_connect_timeout,
         broker_connection_retry_on_startup=True,
+        # An unattended worker waits out a broker outage of any length (retrying at most every
+        # 30 s) rather than exiting after Celery's default of 100 attempts.
+        broker_connection_max_retries=None,
         # A submission must not hang on a dead broker: the row is committed, the reconciler
         # re-sends what did not go out.
         task_publish_retry_policy={

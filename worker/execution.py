@@ -2,6 +2,12 @@
 
 The monitor thread owns all periodic database traffic (heartbeat, throttled progress, the cancel
 flag), so the training loop never waits on the database except to store a checkpoint.
+
+Every way a run can stop ends in a stored state: the engine's outcome; `failed` with the reason
+(bad spec, time limit, a result over `max_result_bytes`, a result the database refuses); or,
+when the worker shuts down, `queued` again for another worker. Claims and the final write ride
+out a database outage of about a minute; checkpoint writes skip one instead (the final write
+stores what they missed).
 """
 
 from __future__ import annotations
@@ -14,30 +20,44 @@ from typing import Any, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 
 from dfp.experiments import lifecycle
+from dfp.experiments.curves import checkpoint_bytes, history_bytes
 from dfp.experiments.lifecycle import Lease, ProgressReport
-from dfp.storage.database import Database
+from dfp.storage.database import Database, is_transient
 from dfp_engine.results import Checkpoint, ErrorInfo, RunResult
 from dfp_engine.runner import Progress, environment, run_one, summarize
 from dfp_engine.spec import ExperimentSpec
 from dfp_engine.training import resolve_device
-from worker.context import WorkerContext
+from worker import shutdown
+from worker.context import WorkerContext, holder_alive
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# Seconds between attempts to store a finished run while the database is unreachable.
-FINISH_RETRY = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+# Seconds between attempts of a claim or a final write while the database is unreachable.
+RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
+# Why a run stopped before the engine's end (RunMonitor.stop_reason).
+CANCELLED = "cancelled"  # its job was cancelled
+LEASE_LOST = "lease_lost"  # another attempt owns it now
+SHUTDOWN = "shutdown"  # this worker is shutting down
+TOO_LARGE = "too_large"  # its result outgrew max_result_bytes
 
 
 class RunMonitor:
-    """Heartbeats, flushes the latest progress and watches the cancel flag every `interval` s."""
+    """Heartbeats, flushes the latest progress and watches the cancel flag every `interval` s;
+    stores checkpoints as they come while the result stays under `max_bytes`."""
 
-    def __init__(self, db: Database, lease: Lease, interval: float) -> None:
+    def __init__(self, db: Database, lease: Lease, interval: float, max_bytes: int) -> None:
         self.db = db
         self.lease = lease
         self.interval = interval
+        self.max_bytes = max_bytes
+        self.stored_bytes = 0
+        self.refused_bytes = 0  # what storing the checkpoint that broke the limit would take
+        self.stored_epochs: set[int] = set()
+        self.stop_reason: str | None = None
         self._latest: ProgressReport | None = None
         self._written: ProgressReport | None = None
         self._stop = threading.Event()
@@ -56,12 +76,38 @@ class RunMonitor:
         self._latest = progress  # one reference swap: no lock needed
 
     def should_cancel(self) -> bool:
+        if not self._cancel.is_set() and shutdown.requested():
+            self.stop(SHUTDOWN)
         return self._cancel.is_set()
 
+    def stop(self, reason: str) -> None:
+        """Ask the engine to stop at its next check; the first reason given is the one kept."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._cancel.set()
+
     def store_checkpoint(self, checkpoint: Checkpoint) -> None:
-        with self.db.unit_of_work() as uow:
-            if not lifecycle.store_checkpoint(uow.session, self.lease, checkpoint):
-                self._cancel.set()  # the lease is gone: stop working for nothing
+        size = checkpoint_bytes(checkpoint)
+        if self.stored_bytes + size > self.max_bytes:
+            self.refused_bytes = self.stored_bytes + size
+            self.stop(TOO_LARGE)
+            return
+        try:
+            with self.db.unit_of_work() as uow:
+                stored = lifecycle.store_checkpoint(uow.session, self.lease, checkpoint)
+        except SQLAlchemyError as exc:
+            if not is_transient(exc):
+                raise
+            # Partial results wait; the final write stores every checkpoint missing by then.
+            log.warning(
+                "run %s: checkpoint %s not stored yet: %s", self.lease.run_id, checkpoint.epoch, exc
+            )
+            return
+        if not stored:
+            self.stop(LEASE_LOST)  # another attempt owns the run: stop working for nothing
+            return
+        self.stored_bytes += size
+        self.stored_epochs.add(checkpoint.epoch)
 
     def _loop(self) -> None:
         while True:
@@ -75,12 +121,17 @@ class RunMonitor:
         try:
             with self.db.unit_of_work() as uow:
                 reply = lifecycle.heartbeat(uow.session, self.lease, progress)
-        except Exception:
-            log.exception("heartbeat of run %s failed; retrying", self.lease.run_id)
+        except Exception as exc:
+            if isinstance(exc, SQLAlchemyError) and is_transient(exc):
+                log.warning("heartbeat of run %s failed; retrying: %s", self.lease.run_id, exc)
+            else:
+                log.exception("heartbeat of run %s failed; retrying", self.lease.run_id)
             return
         self._written = latest
-        if not reply.lease_valid or reply.cancel_requested:
-            self._cancel.set()
+        if not reply.lease_valid:
+            self.stop(LEASE_LOST)
+        elif reply.cancel_requested:
+            self.stop(CANCELLED)
 
 
 def _progress(report: Progress) -> ProgressReport:
@@ -98,34 +149,57 @@ def _progress(report: Progress) -> ProgressReport:
 
 def execute(ctx: WorkerContext, run_id: int) -> None:
     """The whole task body; every failure ends as a stored run status, never a lost job."""
-    with ctx.db.unit_of_work() as uow:
-        lease = lifecycle.claim_run(
-            uow.session, run_id, worker=ctx.worker_name, settings=ctx.settings
-        )
+    lease = _retrying(lambda: _claim(ctx, run_id), what=f"claim of run {run_id}")
     if lease is None:
         log.info("run %s: nothing to do (already taken, finished or cancelled)", run_id)
         return
     log.info("run %s: attempt %s started", run_id, lease.attempt)
+    try:
+        _execute(ctx, lease)
+    except (SystemExit, KeyboardInterrupt):
+        # SIGTERM to this pool process: hand the run back on the way out (one try; if the
+        # database is away too, the reconciler finds the run by its missing heartbeat).
+        _release(ctx, lease, "its worker was stopped")
+        raise
+
+
+def _execute(ctx: WorkerContext, lease: Lease) -> None:
     try:
         spec: ExperimentSpec | None = ExperimentSpec.model_validate(lease.spec)
     except ValidationError as exc:  # stored by an older version whose specs this one refuses
         spec = None
         result = _failed(lease, "invalid_spec", str(exc.errors()[0]["msg"]))
     if spec is not None:
-        result = _run(ctx, lease, spec)
+        result, monitor = _run(ctx, lease, spec)
+        if monitor.stop_reason == SHUTDOWN and result.status == "cancelled":
+            _release(ctx, lease, "its worker shut down")
+            return
+        result = _within_size_limit(ctx, lease, result, monitor)
     environment = _environment(spec.run_spec(lease.sweep_value), ctx) if spec else None
-    stored = _retrying(
-        lambda: _finish(ctx, lease, result, environment, _summarizer(spec)),
-        what=f"run {run_id}",
+    stored = _store(ctx, lease, result, environment, _summarizer(spec))
+    log.info(
+        "run %s: %s%s", lease.run_id, result.status, "" if stored else " (lease lost; discarded)"
     )
-    log.info("run %s: %s%s", run_id, result.status, "" if stored else " (lease lost; discarded)")
 
 
-def _run(ctx: WorkerContext, lease: Lease, spec: ExperimentSpec) -> RunResult:
+def _claim(ctx: WorkerContext, run_id: int) -> Lease | None:
+    with ctx.db.unit_of_work() as uow:
+        return lifecycle.claim_run(
+            uow.session,
+            run_id,
+            worker=ctx.worker_name,
+            settings=ctx.settings,
+            holder_alive=holder_alive,
+        )
+
+
+def _run(ctx: WorkerContext, lease: Lease, spec: ExperimentSpec) -> tuple[RunResult, RunMonitor]:
     """The engine's result for the leased run; its failures become failed results."""
-    with RunMonitor(ctx.db, lease, ctx.settings.heartbeat_seconds) as monitor:
+    settings = ctx.settings
+    monitor = RunMonitor(ctx.db, lease, settings.heartbeat_seconds, settings.max_result_bytes)
+    with monitor:
         try:
-            return run_one(
+            result = run_one(
                 spec,
                 lease.index,
                 on_progress=lambda p: monitor.report(_progress(p)),
@@ -133,19 +207,70 @@ def _run(ctx: WorkerContext, lease: Lease, spec: ExperimentSpec) -> RunResult:
                 on_checkpoint=lambda _index, checkpoint: monitor.store_checkpoint(checkpoint),
             )
         except ValueError as exc:  # the engine's word for bad specs and missing data
-            return _failed(lease, "invalid_spec", str(exc))
+            result = _failed(lease, "invalid_spec", str(exc))
         except SoftTimeLimitExceeded:
-            limit = ctx.settings.job_soft_time_limit
-            return _failed(lease, "time_limit", f"stopped after the time limit of {limit} s")
+            limit = settings.job_soft_time_limit
+            result = _failed(lease, "time_limit", f"stopped after the time limit of {limit} s")
+        except SQLAlchemyError as exc:  # a checkpoint the database refused (not an outage)
+            log.exception("run %s: the database refused a checkpoint", lease.run_id)
+            reason = f"a checkpoint could not be stored: {_reason(exc)}"
+            result = _failed(lease, "storage_error", reason)
         except Exception as exc:
             log.exception("run %s: the engine raised", lease.run_id)
-            return _failed(lease, "internal_error", f"{type(exc).__name__}: {exc}")
+            result = _failed(lease, "internal_error", f"{type(exc).__name__}: {exc}")
+    return result, monitor
+
+
+def _within_size_limit(
+    ctx: WorkerContext, lease: Lease, result: RunResult, monitor: RunMonitor
+) -> RunResult:
+    """The result, or a failure naming the limit when it would store more than allowed.
+
+    Checkpoints already stored stay as partial results; nothing more is written."""
+    unstored = [c for c in result.checkpoints if c.epoch not in monitor.stored_epochs]
+    size = (
+        monitor.stored_bytes
+        + sum(checkpoint_bytes(c) for c in unstored)
+        + history_bytes(result.history)
+    )
+    limit = ctx.settings.max_result_bytes
+    if monitor.stop_reason != TOO_LARGE and size <= limit:
+        return result
+    epoch = result.checkpoints[-1].epoch if result.checkpoints else 0
+    return _failed(
+        lease,
+        "result_too_large",
+        f"the result outgrew max_result_bytes = {limit} (DFP_MAX_RESULT_BYTES): "
+        f"{max(size, monitor.refused_bytes)} bytes of curves and history by epoch {epoch}; "
+        "analyse fewer checkpoints, layers or δ values, or raise the limit (checkpoints "
+        "stored until then are kept)",
+    )
 
 
 def _summarizer(spec: ExperimentSpec | None) -> lifecycle.Summarizer | None:
     if spec is None:
         return None
     return lambda runs: summarize(spec, runs)
+
+
+def _store(
+    ctx: WorkerContext,
+    lease: Lease,
+    result: RunResult,
+    environment: dict[str, Any] | None,
+    summarizer: lifecycle.Summarizer | None,
+) -> bool:
+    """Write the outcome, riding out an outage; a write the database refuses fails the run."""
+    what = f"run {lease.run_id}"
+    try:
+        return _retrying(lambda: _finish(ctx, lease, result, environment, summarizer), what=what)
+    except SQLAlchemyError as exc:
+        if is_transient(exc):
+            raise  # still unreachable: the reconciler requeues the run once it is back
+        log.exception("%s: the database refused the result", what)
+        reason = f"the result could not be stored: {_reason(exc)}"
+        failed = _failed(lease, "storage_error", reason)
+        return _retrying(lambda: _finish(ctx, lease, failed, environment, None), what=what)
 
 
 def _finish(
@@ -159,15 +284,35 @@ def _finish(
         return lifecycle.finish_run(uow.session, lease, result, environment, summarizer)
 
 
-def _retrying(write: Callable[[], T], *, what: str, delays: tuple[float, ...] = FINISH_RETRY) -> T:
-    """A final write survives a short database outage; the work it records took long."""
+def _release(ctx: WorkerContext, lease: Lease, reason: str) -> None:
+    """Requeue the run for another worker now (the task message goes out after the commit)."""
+    try:
+        with ctx.db.unit_of_work() as uow:
+            resend = lifecycle.release_run(uow.session, lease, reason)
+            if resend is not None:
+                uow.after_commit(lambda: ctx.dispatcher.send_run(resend.run_id, resend.queue))
+    except Exception:
+        log.exception("run %s: could not hand it back; the reconciler will", lease.run_id)
+        return
+    log.info("run %s: attempt %s handed back (%s)", lease.run_id, lease.attempt, reason)
+
+
+def _retrying(write: Callable[[], T], *, what: str, delays: tuple[float, ...] = RETRY_DELAYS) -> T:
+    """A claim or final write survives a short database outage; the work it records took long."""
     for delay in delays:
         try:
             return write()
-        except OperationalError as exc:
-            log.warning("%s: database unavailable (%s); retrying in %s s", what, exc.orig, delay)
+        except SQLAlchemyError as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("%s: database unavailable (%s); retrying in %s s", what, exc, delay)
             time.sleep(delay)
     return write()
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    """The database's own message, first line (without the statement SQLAlchemy appends)."""
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
 
 
 def _failed(lease: Lease, code: str, message: str) -> RunResult:

@@ -11,7 +11,7 @@ from celery import bootsteps
 
 from dfp.experiments.reconciler import reconcile
 from dfp.settings import get_settings
-from worker.context import open_database
+from worker.context import holder_alive, open_database
 from worker.dispatch import CeleryDispatcher
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class ReconcilerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         while not self._stop.wait(delay):
             delay = settings.reconcile_seconds * random.uniform(0.8, 1.2)
             try:
-                report = reconcile(db, settings, dispatcher, dispatcher)
+                report = reconcile(db, settings, dispatcher, dispatcher, holder_alive)
                 if report.requeued or report.resent:
                     log.info("reconciler: requeued %s, resent %s", report.requeued, report.resent)
             except Exception:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Sequence
 from typing import Any
 
-from dfp_engine.results import LayerAnalysis
+from dfp_engine.results import Checkpoint, HistoryPoint, LayerAnalysis
 
 # LayerAnalysis fields kept in their own columns.
 LAYER_COLUMNS = frozenset(
@@ -41,6 +42,21 @@ def encode_layer(layer: LayerAnalysis) -> dict[str, Any]:
         "arrays": _little_endian(values).tobytes(),
         "curves": {"layout": layout, "extra": extra},
     }
+
+
+def checkpoint_bytes(checkpoint: Checkpoint) -> int:
+    """What a checkpoint's curves take in storage: eight bytes per value (see `encode_layer`)."""
+    return sum(
+        8 * len(value)
+        for layer in checkpoint.layers
+        for name, value in layer
+        if isinstance(value, list) and name not in LAYER_COLUMNS
+    )
+
+
+def history_bytes(history: Sequence[HistoryPoint]) -> int:
+    """What a loss history takes in storage (see `encode_table`)."""
+    return 8 * len(history) * len(HistoryPoint.model_fields)
 
 
 def decode_layer(

@@ -3,6 +3,10 @@
 Every write a worker makes is conditional on its lease: the run is still `running` and its
 `attempts` still equals the number the claim produced. A duplicate delivery, a worker that was
 presumed dead and replaced, or a run cancelled meanwhile therefore changes nothing.
+
+A running run is lost when its heartbeat is older than `heartbeat_timeout`, or at once when a
+process on the same host can tell that the process holding it is gone (`HolderCheck`): a pool
+process killed by the OOM killer is taken over by its redelivered task, not minutes later.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ LAYER_COLUMNS = frozenset(
     {"layer", "dim", "normalization", "peak_inverse_delta", "mean_inverse_delta"}
 )
 
+# Answers False only when sure that the named worker process (as a worker names itself in
+# `Run.worker`) no longer exists.
+HolderCheck = Callable[[str], bool]
+
 
 @dataclass(frozen=True)
 class Lease:
@@ -38,6 +46,7 @@ class Lease:
     run_id: int
     job_id: uuid.UUID
     attempt: int
+    queue: str
     index: int
     sweep_value: Any
     spec: dict[str, Any]
@@ -69,8 +78,15 @@ def _rowcount(result: Any) -> int:
 # -------------------------------------------------------------------------- claim
 
 
-def claim_run(session: Session, run_id: int, *, worker: str, settings: Settings) -> Lease | None:
-    """queued -> running (or take over a running run whose worker stopped heartbeating).
+def claim_run(
+    session: Session,
+    run_id: int,
+    *,
+    worker: str,
+    settings: Settings,
+    holder_alive: HolderCheck | None = None,
+) -> Lease | None:
+    """queued -> running (or take over a running run whose worker is lost).
 
     Returns None when there is nothing to do: the run is gone, terminal, or held by a live
     worker (a redelivered duplicate). A run over its attempt cap is failed instead."""
@@ -78,6 +94,7 @@ def claim_run(session: Session, run_id: int, *, worker: str, settings: Settings)
     if run is None or run.status in TERMINAL_STATUSES:
         return None
     seen_attempts, job_id = run.attempts, run.job_id
+    holder = run.worker if run.status == "running" else None
     now = utcnow()
     stale = now - timedelta(seconds=settings.heartbeat_timeout)
     if not repository.lock_job(session, job_id, Job.status.in_(repository.UNFINISHED)):
@@ -85,7 +102,8 @@ def claim_run(session: Session, run_id: int, *, worker: str, settings: Settings)
     job = session.get(Job, job_id)
     if job is None:
         return None
-    claimable = or_(Run.status == "queued", and_(Run.status == "running", Run.heartbeat_at < stale))
+    lost = _lost(holder, stale, holder_alive)
+    claimable = or_(Run.status == "queued", and_(Run.status == "running", lost))
     base = (Run.id == run_id, Run.attempts == seen_attempts, claimable)
     if job.cancel_requested or seen_attempts >= settings.max_attempts:
         code, message = (
@@ -111,6 +129,7 @@ def claim_run(session: Session, run_id: int, *, worker: str, settings: Settings)
             started_at=now,
             heartbeat_at=now,
             worker=worker[:255],
+            enqueues=0,  # sends since this claim: counts toward `never_started` only
             progress_fraction=0.0,
             progress_message="starting",
             progress_updated_at=now,
@@ -131,6 +150,7 @@ def claim_run(session: Session, run_id: int, *, worker: str, settings: Settings)
         run_id=run_id,
         job_id=job_id,
         attempt=seen_attempts + 1,
+        queue=run.queue,
         index=run.index,
         sweep_value=run.sweep_value,
         spec=job.spec,
@@ -141,8 +161,16 @@ def _attempts_exhausted(attempts: int) -> tuple[str, str]:
     return (
         "attempts_exhausted",
         f"gave up after {attempts} attempts: the worker running it stopped each time "
-        "(killed, out of memory or lost)",
+        "(killed, out of memory, shut down or lost)",
     )
+
+
+def _lost(holder: str | None, stale: datetime, holder_alive: HolderCheck | None) -> Any:
+    """SQL condition: a running run is lost when its heartbeat is stale, or when `holder`
+    (the worker that held it when we looked) is known to be gone and still holds it."""
+    if holder is not None and holder_alive is not None and not holder_alive(holder):
+        return or_(Run.heartbeat_at < stale, Run.worker == holder)
+    return Run.heartbeat_at < stale
 
 
 # ----------------------------------------------------------------- while running
@@ -274,6 +302,43 @@ def finish_run(
     return True
 
 
+def release_run(session: Session, lease: Lease, reason: str) -> Resend | None:
+    """Hand a running run back to the queue because its worker is shutting down.
+
+    Another worker starts it again at once instead of after `heartbeat_timeout`. The attempt
+    counts toward `max_attempts`, so a run that every worker gives up on still ends. A run
+    whose job is being cancelled ends `cancelled` here, as its worker would have ended it."""
+    if not repository.lock_job(session, lease.job_id):
+        return None
+    now = utcnow()
+    if session.scalar(select(Job.cancel_requested).where(Job.id == lease.job_id)):
+        ended = session.execute(
+            update(Run)
+            .where(*lease.conditions())
+            .values(
+                status="cancelled",
+                finished_at=now,
+                error_code="cancelled",
+                error_message="cancelled while its worker was shutting down",
+            )
+        )
+        if _rowcount(ended):
+            finalize_job(session, lease.job_id)
+        return None
+    released = session.execute(
+        update(Run)
+        .where(*lease.conditions())
+        .values(
+            status="queued",
+            enqueued_at=now,
+            enqueues=Run.enqueues + 1,
+            progress_message=f"requeued after attempt {lease.attempt}: {reason}",
+            progress_updated_at=now,
+        )
+    )
+    return Resend(lease.run_id, lease.queue) if _rowcount(released) else None
+
+
 def aggregate_status(statuses: Sequence[str]) -> str:
     """A job's status from its runs': as the engine's `assemble` decides for a whole result
     once all are terminal (cancelled if any run was, else failed if any failed)."""
@@ -319,14 +384,25 @@ class Resend:
     queue: str
 
 
-def lost_runs(session: Session, settings: Settings, now: datetime) -> Sequence[int]:
-    """Running runs whose worker stopped heartbeating."""
+def lost_runs(
+    session: Session, settings: Settings, now: datetime, holder_alive: HolderCheck | None = None
+) -> list[int]:
+    """Running runs whose worker stopped heartbeating or is known to be gone."""
     stale = now - timedelta(seconds=settings.heartbeat_timeout)
-    query = select(Run.id).where(Run.status == "running", Run.heartbeat_at < stale)
-    return session.scalars(query.order_by(Run.heartbeat_at)).all()
+    # Running runs number no more than worker processes: few enough to check each holder.
+    query = select(Run.id, Run.worker, Run.heartbeat_at).where(Run.status == "running")
+    return [
+        run_id
+        for run_id, worker, beat in session.execute(query.order_by(Run.heartbeat_at))
+        if beat is None
+        or beat < stale
+        or (worker is not None and holder_alive is not None and not holder_alive(worker))
+    ]
 
 
-def recover_lost_run(session: Session, run_id: int, settings: Settings) -> Resend | None:
+def recover_lost_run(
+    session: Session, run_id: int, settings: Settings, holder_alive: HolderCheck | None = None
+) -> Resend | None:
     """Requeue a run whose worker died (or fail it past the attempt cap, or end it if cancelled)."""
     run = session.get(Run, run_id)
     if run is None or run.status != "running":
@@ -340,7 +416,7 @@ def recover_lost_run(session: Session, run_id: int, settings: Settings) -> Resen
         Run.id == run_id,
         Run.status == "running",
         Run.attempts == run.attempts,
-        Run.heartbeat_at < stale,
+        _lost(run.worker, stale, holder_alive),
     )
     if cancel or run.attempts >= settings.max_attempts:
         code, message = (

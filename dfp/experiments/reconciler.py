@@ -33,16 +33,23 @@ class ReconcileReport:
 
 
 def reconcile(
-    db: Database, settings: Settings, dispatcher: RunDispatcher, probe: QueueProbe
+    db: Database,
+    settings: Settings,
+    dispatcher: RunDispatcher,
+    probe: QueueProbe,
+    holder_alive: lifecycle.HolderCheck | None = None,
 ) -> ReconcileReport:
-    """One pass: requeue runs whose worker died, re-send queued runs whose message is missing."""
+    """One pass: requeue runs whose worker died, re-send queued runs whose message is missing.
+
+    `holder_alive` lets a worker recognise, at once, runs held by processes of its own host
+    that are gone; runs held elsewhere wait for their heartbeat to go stale."""
     report = ReconcileReport()
     now = utcnow()
     with db.unit_of_work() as uow:
-        lost = lifecycle.lost_runs(uow.session, settings, now)
+        lost = lifecycle.lost_runs(uow.session, settings, now, holder_alive)
     for run_id in lost:
         with db.unit_of_work() as uow:
-            resend = lifecycle.recover_lost_run(uow.session, run_id, settings)
+            resend = lifecycle.recover_lost_run(uow.session, run_id, settings, holder_alive)
             if resend is not None:
                 uow.after_commit(partial(dispatcher.send_run, resend.run_id, resend.queue))
                 report.requeued.append(run_id)

@@ -9,11 +9,27 @@ from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dfp.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# SQLSTATE classes that say "try again": connection exceptions, shutdowns and restarts,
+# too many connections, serialization failures and deadlocks.
+TRANSIENT_SQLSTATES = ("08", "57P", "53300", "40001", "40P01")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a database error may pass if the same work is tried again shortly (an outage,
+    a restart, a lost connection) rather than failing the same way (a full disk, bad data)."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None)  # None: no server answered (or SQLite)
+    return sqlstate is None or str(sqlstate).startswith(TRANSIENT_SQLSTATES)
 
 
 def create_db_engine(

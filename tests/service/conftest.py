@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import redis
+from private_services import PrivatePostgres, PrivateRedis
 from service_support import (
     REDIS_HOST,
     Backend,
@@ -112,3 +113,61 @@ def alice(backend: Backend) -> Iterator[httpx.Client]:
 def bob(backend: Backend) -> Iterator[httpx.Client]:
     with backend.client(backend.key("bob")) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def private_pg() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL cluster of this session's own, for tests that stop and restart it."""
+    server = PrivatePostgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def private_redis() -> Iterator[PrivateRedis]:
+    """A Redis server of this session's own, for tests that stop and restart it."""
+    server = PrivateRedis()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def private_backend(
+    private_pg: PrivatePostgres,
+    private_redis: PrivateRedis,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Backend]:
+    """The deployment on the private servers: API over HTTP, PostgreSQL and Redis."""
+    url = private_pg.create_database("dfp")
+    migrate.upgrade(url)
+    data_dir = tmp_path_factory.mktemp("private-backend")
+    settings = service_settings(
+        data_dir,
+        database_url=url,
+        broker_url=private_redis.url(),
+        max_attempts=3,
+        max_concurrent_jobs=1000,
+    )
+    backend = _backend("private", settings)
+    yield backend
+    backend.server.stop()
+    backend.db.dispose()
+
+
+@pytest.fixture
+def private(
+    private_backend: Backend, private_pg: PrivatePostgres, private_redis: PrivateRedis
+) -> Backend:
+    """The private deployment with both servers up (an earlier test may have stopped one)."""
+    if not private_pg.running:
+        private_pg.start()
+    private_redis.start()
+    private_backend.db.engine.dispose()
+    private_backend.clean()
+    return private_backend

@@ -246,3 +246,97 @@ def test_long_poll_gives_up_after_wait_seconds(alice: httpx.Client) -> None:
     too_long = alice.get(f"/v1/experiments/{job_id}", params={"wait": 61})
     assert too_long.status_code == 422
     assert too_long.json()["error"]["details"][0]["field"] == "wait"
+
+
+# -------------------------------------------------- lost holders, handovers, cancel races
+
+
+def test_a_run_whose_holder_is_known_dead_is_taken_over_at_once(
+    backend: Backend, alice: httpx.Client
+) -> None:
+    """A redelivered task need not wait for the heartbeat to go stale when the process that
+    held the run is known to be gone (same host, no such pid)."""
+    [run_id] = run_ids(backend, submit(alice))
+    old = claim(backend, run_id, "host:1")
+    assert old is not None
+    with backend.db.unit_of_work() as uow:
+        alive = lifecycle.claim_run(
+            uow.session, run_id, worker="host:2", settings=backend.settings,
+            holder_alive=lambda worker: True,
+        )  # fmt: skip
+    assert alive is None  # a live holder keeps its run
+    with backend.db.unit_of_work() as uow:
+        assert lifecycle.lost_runs(uow.session, backend.settings, utcnow()) == []
+        assert lifecycle.lost_runs(
+            uow.session, backend.settings, utcnow(), lambda worker: worker != "host:1"
+        ) == [run_id]
+        new = lifecycle.claim_run(
+            uow.session, run_id, worker="host:2", settings=backend.settings,
+            holder_alive=lambda worker: worker != "host:1",
+        )  # fmt: skip
+    assert new is not None and new.attempt == 2
+    assert not finish(backend, old) and finish(backend, new)
+
+
+def test_a_run_handed_back_on_shutdown_is_queued_again_and_its_lease_void(
+    backend: Backend, alice: httpx.Client
+) -> None:
+    job_id = submit(alice)
+    [run_id] = run_ids(backend, job_id)
+    lease = claim(backend, run_id)
+    assert lease is not None
+    with backend.db.unit_of_work() as uow:
+        resend = lifecycle.release_run(uow.session, lease, "its worker shut down")
+    assert resend == lifecycle.Resend(run_id, "cpu")
+    job = alice.get(f"/v1/experiments/{job_id}").json()
+    assert job["runs"][0]["status"] == "queued" and job["runs"][0]["attempts"] == 1
+    assert job["runs"][0]["message"] == "requeued after attempt 1: its worker shut down"
+    assert not finish(backend, lease)  # the released attempt can write nothing more
+    again = claim(backend, run_id, "w:2")
+    assert again is not None and again.attempt == 2 and finish(backend, again)
+    assert status(alice, job_id) == "succeeded"
+
+
+def test_a_run_handed_back_while_cancelled_ends_cancelled(
+    backend: Backend, alice: httpx.Client
+) -> None:
+    job_id = submit(alice)
+    [run_id] = run_ids(backend, job_id)
+    lease = claim(backend, run_id)
+    assert lease is not None
+    alice.post(f"/v1/experiments/{job_id}/cancel")
+    with backend.db.unit_of_work() as uow:
+        assert lifecycle.release_run(uow.session, lease, "its worker shut down") is None
+    job = alice.get(f"/v1/experiments/{job_id}").json()
+    assert job["status"] == "cancelled" and job["runs"][0]["status"] == "cancelled"
+
+
+def test_a_cancel_that_arrives_as_the_run_finishes_is_too_late(
+    backend: Backend, alice: httpx.Client
+) -> None:
+    """The run's last epoch is done when the cancel lands: the job ends succeeded with all its
+    results, and `cancel_requested` says a cancel came."""
+    job_id = submit(alice)
+    [run_id] = run_ids(backend, job_id)
+    lease = claim(backend, run_id)
+    assert lease is not None
+    assert alice.post(f"/v1/experiments/{job_id}/cancel").json()["status"] == "running"
+    assert finish(backend, lease, [0, 2, 4])
+    job = alice.get(f"/v1/experiments/{job_id}").json()
+    assert job["status"] == "succeeded" and job["cancel_requested"] is True
+    assert job["error"] is None and rows(backend, RunCheckpoint) == 3
+    # A cancel after the end changes nothing either.
+    after = alice.post(f"/v1/experiments/{job_id}/cancel").json()
+    assert after["status"] == "succeeded" and after["finished_at"] == job["finished_at"]
+
+
+def test_a_cancel_before_the_claim_means_the_run_never_starts(
+    backend: Backend, alice: httpx.Client
+) -> None:
+    job_id = submit(alice)
+    [run_id] = run_ids(backend, job_id)
+    alice.post(f"/v1/experiments/{job_id}/cancel")
+    assert claim(backend, run_id) is None  # the message arrives after the cancel
+    job = alice.get(f"/v1/experiments/{job_id}").json()
+    assert job["status"] == "cancelled" and job["started_at"] is None
+    assert job["runs"][0]["attempts"] == 0

@@ -117,3 +117,27 @@ def test_a_run_no_worker_ever_takes_fails_after_the_cap(pg: Backend, alice: http
         reconcile(pg.db, pg.settings, pg.dispatcher, pg.dispatcher)
     job = alice.get(f"/v1/experiments/{job_id}").json()
     assert job["status"] == "failed" and job["error"]["code"] == "never_started"
+
+
+def test_never_started_counts_sends_since_the_run_last_started(
+    pg: Backend, alice: httpx.Client
+) -> None:
+    """A run that lost its worker and then its messages is re-sent as often as one that was
+    never taken, before it fails `never_started`."""
+    job_id = alice.post("/v1/experiments", json=tiny_spec()).json()["id"]
+    run_id = only_run(pg, job_id).id
+    client = redis.Redis.from_url(pg.settings.broker_url or "")
+    client.delete("cpu")
+    with pg.db.unit_of_work() as uow:
+        assert lifecycle.claim_run(uow.session, run_id, worker="w", settings=pg.settings)
+    shift(pg, run_id, heartbeat_at=pg.settings.heartbeat_timeout + 1)
+    assert reconcile(pg.db, pg.settings, pg.dispatcher, pg.dispatcher).requeued == [run_id]
+    for _ in range(pg.settings.max_attempts):
+        client.delete("cpu")
+        shift(pg, run_id, enqueued_at=pg.settings.requeue_after + 1)
+        assert reconcile(pg.db, pg.settings, pg.dispatcher, pg.dispatcher).resent == [run_id]
+    client.delete("cpu")
+    shift(pg, run_id, enqueued_at=pg.settings.requeue_after + 1)
+    reconcile(pg.db, pg.settings, pg.dispatcher, pg.dispatcher)
+    job = alice.get(f"/v1/experiments/{job_id}").json()
+    assert job["status"] == "failed" and job["error"]["code"] == "never_started"
