@@ -7,11 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from api import experiments, health
+from api import experiments, health, webhooks
+from api.deps import reject_unknown_query
 from api.errors import install_error_handlers
 from api.metrics import LatencyMiddleware, create_registry
+from api.rate_limit import create_rate_limiter
+from api.request_body import RequestBodyGuard
 from api.state import AppState, SchemaGate
 from dfp import __version__
 from dfp.settings import Settings, get_settings
@@ -24,7 +27,9 @@ log = logging.getLogger("api")
 DESCRIPTION = """Submit Deep Frequency Principle experiments and fetch per-layer frequency ratios.
 
 Every request except `/healthz`, `/readyz` and this documentation needs
-`Authorization: Bearer <key>` (create one with `dfp keys create --owner NAME`).
+`Authorization: Bearer <key>` (create one with `dfp keys create --owner NAME`); each key may
+send a limited number of requests per minute (429 with `Retry-After` beyond it).
+Request bodies are JSON (`Content-Type: application/json`) of limited size (413 beyond it).
 Errors share one shape: `{"error": {"code", "message", "details"}}`.
 """
 
@@ -38,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db=db,
         dispatcher=CeleryDispatcher(create_celery(settings)),
         schema=SchemaGate(db),
+        rate_limiter=create_rate_limiter(settings),
     )
 
     @asynccontextmanager
@@ -51,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         elif schema.is_current:
             log.info("dfp API ready: %s", schema.describe())
         yield
+        await state.rate_limiter.close()
         db.dispose()
 
     app = FastAPI(
@@ -58,12 +65,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query)],
     )
     app.state.dfp = state
     registry, latency = create_registry(state)
     app.state.registry = registry
     install_error_handlers(app)
     app.include_router(experiments.router)
+    app.include_router(webhooks.router)
     app.include_router(health.router)
+    # Bodies are checked before routing; the latency middleware times refusals too.
+    app.add_middleware(RequestBodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(LatencyMiddleware, histogram=latency)
     return app

@@ -7,6 +7,7 @@ route body opens the unit of work, authenticates, does its work and commits, all
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,11 +15,14 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from api.rate_limit import bucket_of
 from api.state import AppState
-from dfp.errors import UnauthenticatedError
+from dfp.errors import InvalidRequestError, RateLimitedError, UnauthenticatedError
 from dfp.keys.service import authenticate
 from dfp.storage.database import UnitOfWork
 
@@ -73,7 +77,47 @@ async def get_caller(
 ) -> Caller:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise UnauthenticatedError("missing API key: send 'Authorization: Bearer <key>'")
+    # Limited before any database work; the key itself is checked in the request's transaction.
+    wait = await state.rate_limiter.acquire(bucket_of(credentials.credentials))
+    if wait is not None:
+        per_minute = state.settings.rate_limit_per_minute
+        raise RateLimitedError(
+            f"too many requests with this key: at most {per_minute} per minute "
+            f"(DFP_RATE_LIMIT_PER_MINUTE); retry after {math.ceil(wait)} s",
+            retry_after=wait,
+            details={"limit_per_minute": per_minute, "retry_after": math.ceil(wait)},
+        )
     return Caller(state, credentials.credentials)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+# Route (by id) -> its query parameter names; routes live as long as the app.
+_query_names: dict[int, frozenset[str]] = {}
+
+
+def _query_parameters(dependant: Dependant) -> set[str]:
+    """The query parameter names of a route and of its dependencies."""
+    names = {str(param.alias) for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_parameters(sub)
+    return names
+
+
+async def reject_unknown_query(request: Request) -> None:
+    """A query parameter the route does not take is an error, not silently ignored: a
+    misspelt filter (`?stauts=failed`) would otherwise return everything."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.query_params:
+        return
+    known = _query_names.get(id(route))
+    if known is None:
+        known = _query_names[id(route)] = frozenset(_query_parameters(route.dependant))
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        accepted = ", ".join(sorted(known)) or "none"
+        raise InvalidRequestError(
+            f"{unknown[0]!r} is not a query parameter of this operation (accepted: {accepted})",
+            details={"field": unknown[0], "unknown": unknown, "accepted": sorted(known)},
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,7 +14,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dfp.errors import DfpError, ServiceUnavailableError
+from dfp.errors import DfpError, RateLimitedError, ServiceUnavailableError
 from dfp.fields import field_path
 from dfp.storage.database import is_transient
 
@@ -36,24 +37,48 @@ ERROR_DESCRIPTIONS = {
     401: "Missing, malformed, unknown or revoked API key",
     404: "No such experiment for this key's owner",
     409: "Conflicts with the experiment's state or an earlier request",
+    413: "Request body larger than the server's limit (DFP_MAX_BODY_BYTES)",
+    415: "Request body that is not JSON (send Content-Type: application/json)",
     422: "Invalid request or spec, or over a server limit (details name the field or limit)",
+    429: "Too many requests with this key; retry after the Retry-After delay",
     503: "Database, broker or schema not ready; retry after the Retry-After delay",
 }
+RETRY_AFTER_HEADER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+AUTHENTICATE_HEADER = {
+    "WWW-Authenticate": {"description": "The scheme to use: Bearer", "schema": {"type": "string"}}
+}
+RESPONSE_HEADERS = {401: AUTHENTICATE_HEADER, 429: RETRY_AFTER_HEADER, 503: RETRY_AFTER_HEADER}
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for the given statuses, all with the shared error shape."""
-    return {
-        status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]}
-        for status in statuses
-    }
+    """OpenAPI `responses` entries for the given statuses, all with the shared error shape.
+
+    Operations that need a key (401) can also be rate limited (429)."""
+    wanted = set(statuses) | ({429} if 401 in statuses else set())
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in sorted(wanted):
+        response: dict[str, Any] = {
+            "model": ErrorResponse,
+            "description": ERROR_DESCRIPTIONS[status],
+        }
+        if status in RESPONSE_HEADERS:
+            response["headers"] = RESPONSE_HEADERS[status]
+        responses[status] = response
+    return responses
 
 
 def _error_response(exc: DfpError) -> JSONResponse:
     headers = {}
     if exc.status_code == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    if exc.status_code == 503:
+    if isinstance(exc, RateLimitedError):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    elif exc.status_code == 503:
         headers["Retry-After"] = RETRY_AFTER_SECONDS
     return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=headers)
 
@@ -81,7 +106,12 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+    codes = {
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "payload_too_large",
+        415: "unsupported_media_type",
+    }
     code = codes.get(exc.status_code, "http_error")
     body = {"error": {"code": code, "message": str(exc.detail), "details": None}}
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)

@@ -6,12 +6,12 @@ import asyncio
 import threading
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 from pydantic_core import to_json
 from sqlalchemy.orm import Session
 
@@ -21,6 +21,7 @@ from dfp.errors import NotFoundError
 from dfp.experiments import results as results_service
 from dfp.experiments import service
 from dfp.experiments.schemas import (
+    TAG_PATTERN,
     ExperimentCreate,
     ExperimentPublic,
     ExperimentsPublic,
@@ -45,6 +46,22 @@ def json_response(
 
 MAX_WAIT_SECONDS = 60.0
 POLL_SECONDS = 0.25
+# Filters hold what stored values can be: integers within the database's, names of layers.
+MAX_INDEX = 2**31 - 1
+LAYER_PATTERN = r"^[A-Za-z0-9._-]{1,50}$"
+
+
+def _as_utc(value: datetime) -> datetime:
+    """A timestamp filter in UTC; one given without a zone is read as UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of the range of timestamps") from None
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 @router.post(
@@ -52,7 +69,7 @@ POLL_SECONDS = 0.25
     status_code=status.HTTP_202_ACCEPTED,
     operation_id="submitExperiment",
     response_model=ExperimentPublic,
-    responses=error_responses(401, 409, 422, 503),
+    responses=error_responses(401, 409, 413, 415, 422, 503),
 )
 def submit_experiment(
     body: ExperimentCreate,
@@ -60,8 +77,11 @@ def submit_experiment(
     idempotency_key: Annotated[
         str | None,
         Header(
+            min_length=1,
             max_length=255,
-            description="Repeat a submission safely: the same key and body return the same job.",
+            pattern=r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$",
+            description="Repeat a submission safely: the same key and body return the same job "
+            "(printable ASCII).",
         ),
     ] = None,
 ) -> Response:
@@ -96,11 +116,15 @@ def list_experiments(
     status_: Annotated[
         list[JobStatus] | None, Query(alias="status", description="Repeat to allow several.")
     ] = None,
-    tag: Annotated[str | None, Query(max_length=64)] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    tag: Annotated[str | None, Query(max_length=64, pattern=TAG_PATTERN)] = None,
+    created_after: Annotated[
+        UtcDatetime | None, Query(description="ISO 8601; without a zone it means UTC.")
+    ] = None,
+    created_before: Annotated[
+        UtcDatetime | None, Query(description="ISO 8601; without a zone it means UTC.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    cursor: Annotated[str | None, Query(max_length=500, pattern=r"^[A-Za-z0-9_-]+$")] = None,
 ) -> Response:
     """List your experiments, newest first, one page at a time."""
     page = caller.read(
@@ -162,9 +186,18 @@ async def get_experiment(
     return json_response(await run_in_threadpool(_load, caller, experiment_id))
 
 
-RunFilter = Annotated[list[int] | None, Query(description="Only these run indexes.")]
-LayerFilter = Annotated[list[str] | None, Query(description="Only these layers, e.g. hidden.2.")]
-EpochFilter = Annotated[list[int] | None, Query(description="Only these checkpoint epochs.")]
+RunFilter = Annotated[
+    list[Annotated[int, Field(ge=0, le=MAX_INDEX)]] | None,
+    Query(description="Only these run indexes."),
+]
+LayerFilter = Annotated[
+    list[Annotated[str, StringConstraints(pattern=LAYER_PATTERN)]] | None,
+    Query(description="Only these layers, e.g. hidden.2."),
+]
+EpochFilter = Annotated[
+    list[Annotated[int, Field(ge=0, le=MAX_INDEX)]] | None,
+    Query(description="Only these checkpoint epochs."),
+]
 
 
 @router.get(

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import Caller, get_caller
-from api.errors import ErrorResponse, error_responses
+from api.errors import RETRY_AFTER_HEADER, ErrorResponse, error_responses
 from api.state import AppState
 
 router = APIRouter(tags=["health"])
@@ -44,7 +44,13 @@ def readiness(state: AppState) -> tuple[bool, dict[str, Any]]:
 @router.get(
     "/readyz",
     operation_id="getReadiness",
-    responses={503: {"model": ErrorResponse, "description": "Not ready; details say why"}},
+    responses={
+        503: {
+            "model": ErrorResponse,
+            "description": "Not ready; details say why",
+            "headers": RETRY_AFTER_HEADER,
+        }
+    },
 )
 async def readyz(request: Request) -> Response:
     """Ready to serve: database reachable, schema at head, broker reachable."""
@@ -67,7 +73,7 @@ async def readyz(request: Request) -> Response:
             "content": {"text/plain": {"schema": {"type": "string"}}},
             "description": "Prometheus text format",
         },
-        **error_responses(401),
+        **error_responses(401, 503),
     },
 )
 def metrics(request: Request, caller: Annotated[Caller, Depends(get_caller)]) -> Response:

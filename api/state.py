@@ -7,6 +7,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from api.rate_limit import RateLimiter
 from dfp.errors import ServiceUnavailableError
 from dfp.settings import Settings
 from dfp.storage.database import Database
@@ -69,3 +70,4 @@ class AppState:
     db: Database
     dispatcher: CeleryDispatcher
     schema: SchemaGate
+    rate_limiter: RateLimiter

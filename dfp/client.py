@@ -21,7 +21,13 @@ from typing import Any
 
 import httpx
 
-from dfp.errors import ERRORS_BY_CODE, ERRORS_BY_STATUS, DfpError, ServiceUnavailableError
+from dfp.errors import (
+    ERRORS_BY_CODE,
+    ERRORS_BY_STATUS,
+    DfpError,
+    RateLimitedError,
+    ServiceUnavailableError,
+)
 from dfp.experiments.schemas import (
     ExperimentPublic,
     ExperimentsPublic,
@@ -30,6 +36,7 @@ from dfp.experiments.schemas import (
     ResultsPublic,
 )
 from dfp.settings import Settings
+from dfp.webhooks.events import WebhookSecretPublic
 from dfp_engine.spec import ExperimentSpec, load_spec
 
 SpecLike = ExperimentSpec | Mapping[str, Any] | str | Path
@@ -181,6 +188,11 @@ class Client:
         """One figure as PNG bytes, drawn by the server from the stored results."""
         return self._request("GET", f"/v1/experiments/{experiment_id}/figures/{name}.png").content
 
+    def webhook_secret(self) -> str:
+        """The secret that signs this key's owner's webhooks (see `dfp.webhooks.signing`)."""
+        response = self._request("GET", "/v1/webhook-secret")
+        return WebhookSecretPublic.model_validate_json(response.content).secret
+
     def cancel(self, experiment_id: str) -> ExperimentPublic:
         """Request cancellation (a terminal experiment is returned unchanged)."""
         response = self._request("POST", f"/v1/experiments/{experiment_id}/cancel")
@@ -241,4 +253,8 @@ def error_from_response(response: httpx.Response) -> DfpError:
     except (ValueError, KeyError, TypeError):
         code, message, details = "http_error", response.text[:500] or response.reason_phrase, None
     cls = ERRORS_BY_CODE.get(code) or ERRORS_BY_STATUS.get(response.status_code, DfpError)
-    return cls(message, details=details, code=code, status_code=response.status_code)
+    typed = cls(message, details=details, code=code, status_code=response.status_code)
+    retry_after = response.headers.get("retry-after", "")
+    if isinstance(typed, RateLimitedError) and retry_after.isdigit():
+        typed.retry_after = float(retry_after)
+    return typed

@@ -70,6 +70,27 @@ class ServiceUnavailableError(DfpError):
     code = "unavailable"
 
 
+class PayloadTooLargeError(DfpError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(DfpError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class RateLimitedError(DfpError):
+    """Too many requests with one key; `retry_after` says how many seconds to wait."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
 ERRORS_BY_CODE: dict[str, type[DfpError]] = {
     "limit_exceeded": LimitExceededError,
     "idempotency_conflict": IdempotencyConflictError,
@@ -78,6 +99,9 @@ ERRORS_BY_STATUS: dict[int, type[DfpError]] = {
     401: UnauthenticatedError,
     404: NotFoundError,
     409: ConflictError,
+    413: PayloadTooLargeError,
+    415: UnsupportedMediaTypeError,
     422: InvalidRequestError,
+    429: RateLimitedError,
     503: ServiceUnavailableError,
 }

@@ -6,12 +6,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Queue names; the spec's training.device picks one (cuda* -> gpu, anything else -> cpu).
 CPU_QUEUE = "cpu"
 GPU_QUEUE = "gpu"
+# Webhook deliveries have a queue of their own: a slow receiver never holds up a training run.
+WEBHOOK_QUEUE = "webhooks"
 
 
 class Settings(BaseSettings):
@@ -50,6 +52,33 @@ class Settings(BaseSettings):
     # Folders whose files specs may name (npz paths, image dataset roots); empty: data_dir/datasets.
     dataset_roots: list[Path] = Field(default_factory=list)
 
+    # Hostile input and abuse.
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body accepted (413 above)."
+    )
+    rate_limit_per_minute: int = Field(
+        1200, ge=0, description="Requests per minute per API key (429 above); 0 turns it off."
+    )
+    rate_limit_burst: int = Field(
+        200, ge=1, description="Requests a key may send at once before the rate applies."
+    )
+
+    # Webhooks: a signed POST to an experiment's callback_url when it reaches a terminal state.
+    # Each owner signs with a secret derived from this one (GET /v1/webhook-secret); unset:
+    # callback_url is refused (`dfp serve` creates one in the data dir for the embedded mode).
+    webhook_secret: SecretStr | None = None
+    # Networks a callback_url may resolve into besides public addresses (loopback, private and
+    # link-local ones are refused otherwise), e.g. ["10.20.0.0/16"] for an on-site receiver.
+    webhook_allowed_networks: list[IPvAnyNetwork] = Field(default_factory=list)
+    webhook_timeout: float = Field(10.0, gt=0, description="Seconds per delivery attempt.")
+    webhook_max_attempts: int = Field(8, ge=1, description="Attempts before a delivery fails.")
+    webhook_retry_seconds: float = Field(
+        10.0, gt=0, description="Delay before the first retry; doubled each time, at most 1 h."
+    )
+    webhook_poll_seconds: float = Field(
+        1.0, gt=0, description="How often webhook workers look for deliveries that are due."
+    )
+
     # Worker.
     worker_concurrency: int = Field(1, ge=1, description="Processes per CPU worker.")
     job_soft_time_limit: int = Field(6 * 3600, ge=1, description="Seconds before a run is stopped.")
@@ -62,6 +91,15 @@ class Settings(BaseSettings):
     max_result_bytes: int = Field(
         256 * 2**20, ge=1024, description="Stored curves and history of one run, in bytes."
     )
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None  # unset, or set to "" (docker-compose without a secret): no webhooks
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("DFP_WEBHOOK_SECRET must be at least 16 characters")
+        return value
 
     def resolved_database_url(self) -> str:
         """The configured database, or the embedded SQLite file."""

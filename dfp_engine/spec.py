@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -35,6 +37,31 @@ InputScaling = Literal["none", "standardize", "minmax", "max_abs"]
 IMAGE_DATASETS = frozenset({"digits", "mnist", "fashion_mnist", "cifar10"})
 REGRESSION_DATASETS = frozenset({"synthetic_1d", "synthetic_nd"})
 
+# Upper bounds that keep every number a spec can hold meaningful (and inside int64 and the
+# seeders' range); the service's configurable limits (dfp.experiments.limits) are far lower.
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding (mnist1d) takes 32-bit seeds
+MAX_COUNT = 1_000_000_000  # samples, steps
+MAX_EPOCHS = 10_000_000
+MAX_UNITS = 100_000  # units or channels of one layer
+MAX_INTERVAL = 1e6  # |x| of the synthetic 1-D interval
+MAX_SWEEP_VALUE_DEPTH = 8  # nesting of one sweep value (a list of widths is depth 1)
+MAX_SWEEP_VALUE_NODES = 10_000  # numbers, strings, lists and mappings over all sweep values
+
+
+def _plain_text(value: str) -> str:
+    """Free text (names, paths) holds no control characters and no lone surrogates: they would
+    be rejected by the database, corrupt logs and file names, or hide what a name says."""
+    for ch in value:
+        code = ord(ch)
+        if code < 0x20 or 0x7F <= code < 0xA0:
+            raise ValueError(f"must not contain control characters (found {ch!r})")
+        if 0xD800 <= code <= 0xDFFF:
+            raise ValueError("must be valid Unicode text (found a lone surrogate)")
+    return value
+
+
+PlainText = Annotated[str, AfterValidator(_plain_text)]
+
 
 def field_error(loc: tuple[str | int, ...], message: str, value: Any = None) -> NoReturn:
     """Raise a validation error at `loc` (relative to the model being validated)."""
@@ -47,7 +74,8 @@ def field_error(loc: tuple[str | int, ...], message: str, value: Any = None) -> 
 class SpecModel(BaseModel):
     """Base for every spec part: unknown fields are errors, instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are refused everywhere: no spec field means anything by them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- datasets
@@ -57,10 +85,14 @@ class DatasetCommon(SpecModel):
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Share held out for testing.")
     scaling: InputScaling = Field("none", description="Input scaling, fitted on the train split.")
     max_train_samples: int | None = Field(
-        None, ge=2, description="Seeded subset of the train split."
+        None, ge=2, le=MAX_COUNT, description="Seeded subset of the train split."
     )
-    max_test_samples: int | None = Field(None, ge=1, description="Seeded subset of the test split.")
-    seed: int = Field(0, ge=0, description="Seed for generation, splitting and subsetting.")
+    max_test_samples: int | None = Field(
+        None, ge=1, le=MAX_COUNT, description="Seeded subset of the test split."
+    )
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="Seed for generation, splitting and subsetting."
+    )
 
 
 class Synthetic1DDataset(DatasetCommon):
@@ -91,6 +123,8 @@ class Synthetic1DDataset(DatasetCommon):
         lo, hi = v
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ValueError("must be two finite numbers with low < high")
+        if max(abs(lo), abs(hi)) > MAX_INTERVAL:
+            raise ValueError(f"must lie within [-{MAX_INTERVAL:g}, {MAX_INTERVAL:g}]")
         return v
 
 
@@ -121,7 +155,9 @@ class TorchvisionDataset(DatasetCommon):
     """MNIST / Fashion-MNIST / CIFAR-10 read from a local folder in torchvision's layout."""
 
     kind: Literal["mnist", "fashion_mnist", "cifar10"]
-    root: str = Field("data", min_length=1, max_length=4096, description="Folder above MNIST/ etc.")
+    root: PlainText = Field(
+        "data", min_length=1, max_length=4096, description="Folder above MNIST/ etc."
+    )
     allow_download: bool = Field(False, description="Fetch missing files (needs torchvision).")
     test_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Unused: the official split.")
 
@@ -130,7 +166,7 @@ class NpzDataset(DatasetCommon):
     """A user file holding `x` (n, ...) and `y` (n,) ints = classes, or floats (n,) / (n, c)."""
 
     kind: Literal["npz"] = "npz"
-    path: str = Field(..., min_length=1, max_length=4096)
+    path: PlainText = Field(..., min_length=1, max_length=4096)
 
 
 def _kind_tag(default: str, aliases: dict[str, str]) -> Any:
@@ -164,9 +200,11 @@ DatasetSpec = Annotated[
 # ------------------------------------------------------------------ models
 
 
-def _positive(values: list[int], what: str) -> list[int]:
+def _positive(values: list[int], what: str, maximum: int = MAX_UNITS) -> list[int]:
     if any(v < 1 for v in values):
         raise ValueError(f"{what} must be positive integers")
+    if any(v > maximum for v in values):
+        raise ValueError(f"{what} must be at most {maximum}")
     return values
 
 
@@ -178,7 +216,7 @@ class MLPModel(SpecModel):
     width: int | list[int] = Field(50, description="One width for all, or one per hidden layer.")
     activation: Activation = "tanh"
     init: Initialization = "default"
-    init_std: float | None = Field(None, gt=0.0, description="Std for init='normal'.")
+    init_std: float | None = Field(None, gt=0.0, le=100.0, description="Std for init='normal'.")
     bias: bool = True
 
     @field_validator("width")
@@ -233,8 +271,8 @@ class ResNetModel(SpecModel):
 
     @field_validator("blocks_per_stage", "head_widths")
     @classmethod
-    def _positive_values(cls, v: list[int]) -> list[int]:
-        return _positive(v, "values")
+    def _positive_values(cls, v: list[int], info: ValidationInfo) -> list[int]:
+        return _positive(v, "values", 64 if info.field_name == "blocks_per_stage" else MAX_UNITS)
 
 
 ModelSpec = Annotated[
@@ -255,7 +293,9 @@ ModelSpec = Annotated[
 class LRSchedule(SpecModel):
     """Step schedule: multiply the learning rate by `gamma` at each milestone epoch."""
 
-    milestones: list[int] = Field(default_factory=list, max_length=100)
+    milestones: list[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = Field(
+        default_factory=list, max_length=100
+    )
     gamma: float = Field(0.1, gt=0.0, le=1.0)
 
     @field_validator("milestones")
@@ -273,19 +313,26 @@ class TrainingSpec(SpecModel):
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
     lr_schedule: LRSchedule = Field(default_factory=LRSchedule)
-    batch_size: int | None = Field(None, ge=1, description="null means full batch.")
-    epochs: int = Field(100, ge=1, le=10_000_000)
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    batch_size: int | None = Field(None, ge=1, le=MAX_COUNT, description="null means full batch.")
+    epochs: int = Field(100, ge=1, le=MAX_EPOCHS)
+    max_steps: int | None = Field(
+        None, ge=1, le=MAX_COUNT, description="Stop after this many optimizer steps."
+    )
     loss: Literal["mse", "cross_entropy"] = Field(
         "mse", description="mse on one-hot (classification) or real targets; cross_entropy."
     )
-    target_loss: float | None = Field(None, gt=0.0, description="Train loss for time-to-target.")
+    target_loss: float | None = Field(
+        None, gt=0.0, le=1e6, description="Train loss for time-to-target."
+    )
     stop_at_target: bool = Field(False, description="End the run once target_loss is reached.")
     history_every: int | None = Field(
-        None, ge=1, description="Log every k epochs; null keeps the history near 1000 points."
+        None,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="Log every k epochs; null keeps the history near 1000 points.",
     )
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    seed: int = Field(0, ge=0)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d{1,3})?)$")
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingSpec:
@@ -299,8 +346,17 @@ class TrainingSpec(SpecModel):
 # ---------------------------------------------------------------- analysis
 
 
+MAX_BANDWIDTH = 1e12  # δ and 1/δ: far beyond any squared distance of normalised features
+
+
+def _check_bandwidths(values: list[float], *, name: str) -> None:
+    validate_deltas(values, name=name)
+    if any(not 1 / MAX_BANDWIDTH <= v <= MAX_BANDWIDTH for v in values):
+        raise ValueError(f"{name} must lie within [{1 / MAX_BANDWIDTH:g}, {MAX_BANDWIDTH:g}]")
+
+
 class EveryEpochs(SpecModel):
-    every: int = Field(..., ge=1)
+    every: int = Field(..., ge=1, le=MAX_EPOCHS)
 
 
 class InverseDeltas(SpecModel):
@@ -309,7 +365,7 @@ class InverseDeltas(SpecModel):
     @field_validator("inverse")
     @classmethod
     def _valid(cls, v: list[float]) -> list[float]:
-        validate_deltas(v, name="inverse deltas")
+        _check_bandwidths(v, name="inverse deltas")
         return v
 
 
@@ -336,7 +392,7 @@ def _checkpoints_tag(v: Any) -> str | None:
 
 DeltasSpec = Annotated[
     Annotated[Literal["auto"], Tag("auto")]
-    | Annotated[list[float], Tag("list")]
+    | Annotated[list[float], Tag("list"), Field(max_length=1000)]
     | Annotated[InverseDeltas, Tag("inverse")]
     | Annotated[AutoDeltas, Tag("grid")],
     Discriminator(
@@ -346,18 +402,30 @@ DeltasSpec = Annotated[
     ),
 ]
 CheckpointsSpec = Annotated[
-    Annotated[EveryEpochs, Tag("every")] | Annotated[list[int], Tag("list")],
+    Annotated[EveryEpochs, Tag("every")]
+    | Annotated[
+        list[Annotated[int, Field(ge=0, le=MAX_EPOCHS)]], Tag("list"), Field(max_length=10_000)
+    ],
     Discriminator(
         _checkpoints_tag,
         custom_error_type="checkpoints",
         custom_error_message="must be a list of epochs or {every: k}",
     ),
 ]
-LayerName = Annotated[str, Field(min_length=1, max_length=50)]
+LayerName = Annotated[PlainText, Field(min_length=1, max_length=50)]
+LayersSpec = Annotated[
+    Annotated[Literal["all"], Tag("all")]
+    | Annotated[list[LayerName], Tag("list"), Field(max_length=1100)],
+    Discriminator(
+        lambda v: "list" if isinstance(v, list) else "all",
+        custom_error_type="layers",
+        custom_error_message="must be 'all' or a list of layer names",
+    ),
+]
 
 
 class AnalysisSpec(SpecModel):
-    layers: Literal["all"] | list[LayerName] = Field(
+    layers: LayersSpec = Field(
         "all",
         description="'all' (input plus every hidden layer) or names: 'input', 'hidden.2', "
         "'stage.1', 'head.1', 'output', or counted from the output: -1 output, -2 last hidden.",
@@ -377,7 +445,7 @@ class AnalysisSpec(SpecModel):
     summary_layer: LayerName | None = Field(
         None, description="Layer for the sweep summary; default the deepest analysed layer."
     )
-    block_size: int | None = Field(None, ge=1)
+    block_size: int | None = Field(None, ge=1, le=1_000_000)
 
     @field_validator("layers", "summary_layer", mode="before")
     @classmethod
@@ -398,7 +466,7 @@ class AnalysisSpec(SpecModel):
     @classmethod
     def _valid_deltas(cls, v: Any) -> Any:
         if isinstance(v, list):
-            validate_deltas(v, name="deltas")
+            _check_bandwidths(v, name="deltas")
         return v
 
     @field_validator("checkpoints")
@@ -422,6 +490,29 @@ class SweepSpec(SpecModel):
     )
     values: list[Any] = Field(..., min_length=1, max_length=1000)
 
+    @field_validator("values")
+    @classmethod
+    def _small_values(cls, v: list[Any]) -> list[Any]:
+        # Each value is validated as a whole spec; a huge or deeply nested one (a YAML alias
+        # bomb, say) would make that validation, and the error message, explode.
+        budget = [MAX_SWEEP_VALUE_NODES]
+        for value in v:
+            _check_value_size(value, budget, depth=0)
+        return v
+
+
+def _check_value_size(value: Any, budget: list[int], depth: int) -> None:
+    """Count the nodes of one sweep value against the shared budget; stop at the first excess."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ValueError(f"the values hold more than {MAX_SWEEP_VALUE_NODES} items in all")
+    if isinstance(value, list | tuple | dict):
+        if depth >= MAX_SWEEP_VALUE_DEPTH:
+            raise ValueError(f"a value is nested deeper than {MAX_SWEEP_VALUE_DEPTH} levels")
+        children = value.values() if isinstance(value, dict) else value
+        for child in children:
+            _check_value_size(child, budget, depth + 1)
+
 
 _UNSWEEPABLE = {"name", "sweep"}
 # Locations whose next segment may be a union tag rather than a field: tags are dropped from
@@ -430,6 +521,7 @@ _TAGGED_UNIONS: dict[tuple[str | int, ...], set[str]] = {
     ("dataset",): {"synthetic_1d", "synthetic_nd", "digits", "mnist1d", "torchvision", "npz"},
     ("model",): {"mlp", "cnn", "resnet"},
     ("analysis", "deltas"): {"auto", "list", "inverse", "grid"},
+    ("analysis", "layers"): {"all", "list"},
     ("analysis", "checkpoints"): {"every", "list"},
 }
 
@@ -437,7 +529,7 @@ _TAGGED_UNIONS: dict[tuple[str | int, ...], set[str]] = {
 class ExperimentSpec(SpecModel):
     """A whole experiment: data, network, training, analysis and an optional one-field sweep."""
 
-    name: str = Field("experiment", min_length=1, max_length=200)
+    name: PlainText = Field("experiment", min_length=1, max_length=200)
     dataset: DatasetSpec = Field(default_factory=Synthetic1DDataset)
     model: ModelSpec = Field(default_factory=MLPModel)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
@@ -529,9 +621,9 @@ class ExperimentSpec(SpecModel):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def error_path(loc: tuple[int | str, ...]) -> str:
-    """A pydantic error location as the user wrote it: `analysis.layers[0]`, union tags dropped."""
-    parts: list[str] = []
+def user_location(loc: tuple[int | str, ...]) -> list[int | str]:
+    """The field names and indexes of a pydantic error location, union tags and type markers
+    dropped: what a user wrote in the spec."""
     fields: list[int | str] = []
     tag_seen = False  # at most one tag follows each union location
     for segment in loc:
@@ -542,6 +634,13 @@ def error_path(loc: tuple[int | str, ...]) -> str:
             continue
         tag_seen = False
         fields.append(segment)
+    return fields
+
+
+def error_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as the user wrote it: `analysis.layers[0]`, union tags dropped."""
+    parts: list[str] = []
+    for segment in user_location(loc):
         if isinstance(segment, int):
             parts.append(f"[{segment}]")
         else:

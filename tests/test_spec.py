@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from tiny_specs import EXAMPLES
+from spec_fields import NumericField, absurd_values, numeric_fields
+from tiny_specs import EXAMPLES, merge
 
 from dfp_engine.spec import (
     ExperimentSpec,
@@ -289,3 +291,118 @@ def test_arbitrary_sweep_values_validate_or_raise_validation_errors(
     except ValidationError as exc:
         message = describe_validation_error(exc)
     assert not message or message.startswith(("sweep.values", "sweep.field")), message
+
+
+# ------------------------------------------------------------------ hostile specs
+
+NUMERIC_FIELDS = numeric_fields()
+
+
+def test_the_numeric_field_walk_finds_every_section() -> None:
+    paths = {field.path for field in NUMERIC_FIELDS}
+    assert {"training.lr", "model.depth", "dataset.interval", "analysis.deltas.inverse"} <= paths
+    assert len(NUMERIC_FIELDS) >= 50
+
+
+@pytest.mark.parametrize("field", NUMERIC_FIELDS, ids=str)
+def test_absurd_numbers_in_every_numeric_field_are_errors_naming_it(field: NumericField) -> None:
+    for value in absurd_values(field.number):
+        message = error_of(field.spec_with(value))
+        assert message.startswith((f"{field.path}:", f"{field.path}[")), (value, message)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"name": "a\x00b"}, "name: must not contain control characters"),
+        ({"name": "tab\there"}, "name: must not contain control characters"),
+        ({"name": "lone \ud800 surrogate"}, "name: Input should be a valid string"),
+        ({"dataset": {"kind": "npz", "path": "x\x00.npz"}}, "dataset.path: must not contain"),
+        ({"dataset": {"kind": "mnist", "root": "\x1b[31m"}}, "dataset.root: must not contain"),
+        ({"analysis": {"layers": ["hidden.1\x00"]}}, "analysis.layers[0]: must not contain"),
+        ({"analysis": {"layers": "most"}}, "analysis.layers: Input should be 'all'"),
+        ({"training": {"device": "cuda:99999999999"}}, "training.device: String should match"),
+    ],
+)
+def test_control_characters_in_free_text_are_errors(data: dict[str, Any], expected: str) -> None:
+    assert error_of(data).startswith(expected)
+
+
+def test_unicode_names_are_kept_as_written() -> None:
+    name = "Δ-sweep 深さ 🧪 e\u0301"
+    assert ExperimentSpec.model_validate({"name": name}).name == name
+
+
+def test_deeply_nested_or_huge_sweep_values_are_refused_quickly() -> None:
+    deep: Any = 3
+    for _ in range(200):
+        deep = [deep]
+    start = time.perf_counter()
+    message = error_of({"sweep": {"field": "model.width", "values": [deep]}})
+    assert message.startswith("sweep.values: a value is nested deeper than 8")
+    wide = [list(range(20))] * 1000
+    message = error_of({"sweep": {"field": "model.width", "values": wide}})
+    assert message.startswith("sweep.values: the values hold more than 10000")
+    assert time.perf_counter() - start < 1.0
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    lines.append("sweep: {field: model.width, values: [*a8]}")
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    start = time.perf_counter()
+    with pytest.raises((ValidationError, ValueError)):
+        load_spec(tmp_path / "bomb.yaml")
+    assert time.perf_counter() - start < 2.0
+
+
+EXTREME_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.sampled_from([10**30, -(10**30), 2**63, -(2**63) - 1, 10**400])
+    | st.floats()  # every float, NaN and infinities included
+    | st.text(max_size=40)  # every code point: control characters, surrogates, emoji
+)
+HOSTILE_VALUES = st.recursive(
+    EXTREME_SCALARS,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+FIELD_PATHS = st.sampled_from(
+    [field.path for field in NUMERIC_FIELDS]
+    + ["name", "dataset.expression", "dataset.path", "dataset.root", "analysis.layers",
+       "analysis.summary_layer", "training.device", "sweep.field", "sweep.values", "model.kind",
+       "dataset.kind"]
+)  # fmt: skip
+
+
+def _set_path(path: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    node = out
+    *parents, leaf = path.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(FIELD_PATHS, HOSTILE_VALUES), min_size=1, max_size=4))
+def test_hostile_values_at_real_fields_validate_or_raise_validation_errors_quickly(
+    assignments: list[tuple[str, Any]],
+) -> None:
+    data: dict[str, Any] = {}
+    for path, value in assignments:
+        data = merge(data, _set_path(path, value))
+    start = time.perf_counter()
+    try:
+        spec = ExperimentSpec.model_validate(data)
+    except ValidationError as exc:
+        line = describe_validation_error(exc)
+        assert line and "\n" not in line
+    else:  # whatever is accepted is finite, bounded and serialisable
+        json.dumps(spec.model_dump(mode="json"), allow_nan=False)
+    assert time.perf_counter() - start < 1.0

@@ -5,9 +5,10 @@ from __future__ import annotations
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
-from dfp.settings import CPU_QUEUE, GPU_QUEUE, Settings
+from dfp.settings import CPU_QUEUE, GPU_QUEUE, WEBHOOK_QUEUE, Settings
 
 EXECUTE_RUN = "dfp.execute_run"
+DELIVER_WEBHOOK = "dfp.deliver_webhook"
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -32,7 +33,9 @@ def create_celery(settings: Settings) -> Celery:
         task_time_limit=settings.job_time_limit,
         task_default_queue=CPU_QUEUE,
         # Each queue on its own exchange and key, so a message can only ever land in one.
-        task_queues=tuple(Queue(q, Exchange(q), routing_key=q) for q in (CPU_QUEUE, GPU_QUEUE)),
+        task_queues=tuple(
+            Queue(q, Exchange(q), routing_key=q) for q in (CPU_QUEUE, GPU_QUEUE, WEBHOOK_QUEUE)
+        ),
         task_create_missing_queues=False,
         broker_transport_options=settings.broker_transport_options(),
         broker_connection_timeout=settings.broker_connect_timeout,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+
 from celery import Celery
 from kombu.exceptions import ChannelError
 
-from worker.app import EXECUTE_RUN
+from dfp.settings import WEBHOOK_QUEUE
+from worker.app import DELIVER_WEBHOOK, EXECUTE_RUN
 
 
 class CeleryDispatcher:
@@ -16,6 +19,12 @@ class CeleryDispatcher:
 
     def send_run(self, run_id: int, queue: str) -> None:
         self.app.send_task(EXECUTE_RUN, args=[run_id], queue=queue, routing_key=queue)
+
+    def send_webhook(self, delivery_id: uuid.UUID) -> None:
+        """One attempt at a webhook delivery, on the webhook workers' own queue."""
+        self.app.send_task(
+            DELIVER_WEBHOOK, args=[str(delivery_id)], queue=WEBHOOK_QUEUE, routing_key=WEBHOOK_QUEUE
+        )
 
     def depth(self, queue: str) -> int:
         """Messages waiting in `queue` (not counting ones a worker has taken)."""

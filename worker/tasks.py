@@ -1,12 +1,13 @@
-"""The one task: execute one run of an experiment."""
+"""The tasks: execute one run of an experiment; attempt one webhook delivery."""
 
 from __future__ import annotations
 
 import logging
+import uuid
 
 from celery import Celery, Task
 
-from worker.app import EXECUTE_RUN
+from worker.app import DELIVER_WEBHOOK, EXECUTE_RUN
 
 log = logging.getLogger(__name__)
 
@@ -19,3 +20,12 @@ def register_tasks(app: Celery) -> None:
         from worker.execution import execute
 
         execute(worker_context(task.app), run_id)
+
+    @app.task(name=DELIVER_WEBHOOK, bind=True, acks_late=False)
+    def deliver_webhook(task: Task, delivery_id: str) -> None:  # type: ignore[type-arg]
+        """Attempt one webhook delivery and record its outcome (retries are scheduled, not
+        raised: the outbox row says when the next attempt is due)."""
+        from worker.context import worker_context
+        from worker.webhooks import deliver
+
+        deliver(worker_context(task.app), uuid.UUID(delivery_id))

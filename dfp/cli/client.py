@@ -84,6 +84,9 @@ def submit(
         str | None, typer.Option(help="Resubmitting with the same key returns the same job.")
     ] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="Tag (repeatable).")] = None,
+    callback_url: Annotated[
+        str | None, typer.Option(help="POST a signed event here when it finishes.")
+    ] = None,
     timeout: Annotated[float | None, typer.Option(help="Give up waiting after S s.")] = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
@@ -102,7 +105,9 @@ def submit(
     except (ValueError, OSError) as exc:
         fail(f"{spec}: {str(exc).splitlines()[0]}")
     with connect(url, api_key) as client:
-        experiment = client.submit(parsed, tags=tag or (), idempotency_key=idempotency_key)
+        experiment = client.submit(
+            parsed, tags=tag or (), callback_url=callback_url, idempotency_key=idempotency_key
+        )
         print(experiment.id, flush=True)
         if wait:
             finish(wait_with_progress(client, experiment.id, timeout))

@@ -1,8 +1,9 @@
-"""`dfp serve` (API plus a worker, embedded by default) and `dfp worker` (a worker alone)."""
+"""`dfp serve` (API plus workers, embedded by default) and `dfp worker` (a worker alone)."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import typer
 from dfp.cli import app
 from dfp.cli.errors import fail
 from dfp.cli.options import DataDirOption, load_settings
-from dfp.settings import CPU_QUEUE, GPU_QUEUE, Settings
+from dfp.settings import CPU_QUEUE, GPU_QUEUE, WEBHOOK_QUEUE, Settings
 
 WORKER_STOP_SECONDS = 10
 
@@ -42,6 +43,19 @@ def ensure_local_key(settings: Settings) -> str:
     return key
 
 
+def ensure_webhook_secret(settings: Settings) -> str:
+    """The embedded mode's webhook signing secret: reused from the data dir, or created there."""
+    path = settings.data_dir / "webhook-secret"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    secret = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(secret + "\n")
+    return secret
+
+
 def prepare_database(settings: Settings) -> None:
     """Embedded SQLite: migrate on first use. A configured database is migrated explicitly."""
     from dfp.storage import migrate
@@ -62,9 +76,9 @@ def prepare_database(settings: Settings) -> None:
         print(f"warning: {state.describe()}; the API answers 503 until then", file=sys.stderr)
 
 
-def start_worker(data_dir: Path | None) -> subprocess.Popen[bytes]:
-    """A real Celery worker process taking both queues (device routing happens in the runner)."""
-    command = [sys.executable, "-m", "dfp.cli", "worker", "--queues", f"{CPU_QUEUE},{GPU_QUEUE}"]
+def start_worker(data_dir: Path | None, *options: str) -> subprocess.Popen[bytes]:
+    """A real Celery worker process (`dfp worker OPTIONS`)."""
+    command = [sys.executable, "-m", "dfp.cli", "worker", *options]
     if data_dir is not None:
         command += ["--data-dir", str(data_dir)]
     return subprocess.Popen(command)
@@ -111,12 +125,25 @@ def serve(
     settings = load_settings(data_dir)
     prepare_database(settings)
     key = ensure_local_key(settings) if settings.database_url is None else None
+    if settings.database_url is None and settings.webhook_secret is None:
+        # The API and the workers started below read it from the environment.
+        os.environ["DFP_WEBHOOK_SECRET"] = ensure_webhook_secret(settings)
+        settings = load_settings(data_dir)
     url = f"http://{settings.host}:{settings.port}"
     print(f"dfp API at {url}  (interactive docs: {url}/docs)", flush=True)
     if key is not None:
         print(f"API key (owner 'local'): {key}", flush=True)
         print(f"data directory: {settings.data_dir}", flush=True)
-    process = start_worker(data_dir) if worker else None
+    processes = []
+    if worker:
+        # Experiments on both queues (device routing happens in the runner); webhooks in a
+        # process of their own, so a delivery never waits for a training run.
+        processes.append(start_worker(data_dir, "--queues", f"{CPU_QUEUE},{GPU_QUEUE}"))
+        processes.append(
+            start_worker(
+                data_dir, "--queues", WEBHOOK_QUEUE, "--pool", "threads", "--concurrency", "4"
+            )
+        )
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it: exit through `finally`
     # (and stop the worker) instead of dying on the spot.
     signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -134,33 +161,43 @@ def serve(
             log_level="info",
         )
     finally:
-        if process is not None:
+        for process in processes:
             stop_worker(process)
 
 
 @app.command("worker")
 def worker_command(
-    queues: Annotated[str, typer.Option(help="Comma-separated queues: cpu, gpu.")] = CPU_QUEUE,
+    queues: Annotated[
+        str, typer.Option(help="Comma-separated queues: cpu, gpu, webhooks.")
+    ] = CPU_QUEUE,
     concurrency: Annotated[
         int | None, typer.Option(help="Processes (default DFP_WORKER_CONCURRENCY).")
     ] = None,
     pool: Annotated[
-        str, typer.Option(help="prefork, or solo for a GPU worker (one process per GPU).")
+        str,
+        typer.Option(
+            help="prefork; solo for a GPU worker (one process per GPU); threads for webhooks."
+        ),
     ] = "prefork",
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
     data_dir: DataDirOption = None,
 ) -> None:
     """Run a Celery worker against DFP_DATABASE_URL and DFP_BROKER_URL (or the embedded ones)."""
     names = [q.strip() for q in queues.split(",") if q.strip()]
-    unknown = sorted(set(names) - {CPU_QUEUE, GPU_QUEUE})
+    unknown = sorted(set(names) - {CPU_QUEUE, GPU_QUEUE, WEBHOOK_QUEUE})
     if not names or unknown:
-        fail(f"--queues: expected cpu and/or gpu, got '{queues}'")
+        fail(f"--queues: expected cpu, gpu and/or webhooks, got '{queues}'")
     if pool not in {"prefork", "solo", "threads"}:
         fail(f"--pool: expected prefork, solo or threads, got '{pool}'")
     settings = load_settings(data_dir)
     if settings.database_url is None:
         prepare_database(settings)
     from worker.main import celery_app
+
+    if WEBHOOK_QUEUE in names:
+        from worker.webhooks import WebhookRelayStep
+
+        celery_app.steps["worker"].add(WebhookRelayStep)
 
     processes = 1 if pool == "solo" else (concurrency or settings.worker_concurrency)
     celery_app.worker_main(

@@ -26,6 +26,7 @@ from dfp.experiments.curves import encode_layer, encode_table
 from dfp.settings import Settings
 from dfp.storage.models import TERMINAL_STATUSES, Job, LayerCurve, Run, RunCheckpoint
 from dfp.storage.types import json_safe, utcnow
+from dfp.webhooks import outbox
 from dfp_engine.results import Checkpoint, RunResult, SummaryRow
 
 # LayerAnalysis fields kept in columns; every other field goes into the `curves` JSON.
@@ -362,12 +363,15 @@ def finalize_job(session: Session, job_id: uuid.UUID) -> str:
         if culprit is not None:
             values["error_code"] = culprit.error_code or status
             values["error_message"] = f"run {culprit.index}: {culprit.error_message or status}"
-    session.execute(
+    changed = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(repository.UNFINISHED))
         .values(**values)
         .execution_options(synchronize_session=False)
     )
+    if status in TERMINAL_STATUSES and _rowcount(changed) == 1:
+        # Exactly once per job: this transaction made it terminal (under the job's row lock).
+        outbox.record_terminal_event(session, job_id)
     return status
 
 

@@ -13,9 +13,8 @@ from dfp_engine.spec import ExperimentSpec
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 SUBMISSION_FIELDS = frozenset({"tags", "callback_url"})
 
-Tag = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/=-]*$")
-]
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/=-]*$"
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=TAG_PATTERN)]
 
 
 class ExperimentCreate(ExperimentSpec):

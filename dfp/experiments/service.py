@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
 
@@ -40,9 +40,12 @@ from dfp.settings import CPU_QUEUE, GPU_QUEUE, Settings
 from dfp.storage.database import UnitOfWork
 from dfp.storage.models import TERMINAL_STATUSES, Job, JobTag, Run
 from dfp.storage.types import utcnow
+from dfp.webhooks.addresses import RefusedCallbackError, check_callback_url
 from dfp_engine import __version__ as dfp_version
 from dfp_engine.results import ErrorInfo
 from dfp_engine.spec import ExperimentSpec
+
+MAX_CALLBACK_URL = 2048  # the column's size
 
 
 class RunDispatcher(Protocol):
@@ -89,6 +92,8 @@ def submit(
     spec = resolve_dataset_path(spec, settings)
     check_spec_limits(spec, settings)
     callback_url = str(body.callback_url) if body.callback_url is not None else None
+    if callback_url is not None:
+        check_callback(callback_url, settings)
     fingerprint = request_hash(spec, body.tags, callback_url)
 
     if idempotency_key is not None:
@@ -156,6 +161,26 @@ def submit(
         runs=[Run(id=run_id, **row) for run_id, row in zip(run_ids, run_rows, strict=True)],
     )
     return Submission(job, created=True)
+
+
+def check_callback(url: str, settings: Settings) -> None:
+    """A callback_url the server can sign for, whose host resolves only to allowed addresses."""
+    if settings.webhook_secret is None:
+        raise InvalidRequestError(
+            "callback_url: this server sends no webhooks (DFP_WEBHOOK_SECRET is not set)",
+            details={"field": "callback_url"},
+        )
+    if len(url) > MAX_CALLBACK_URL:
+        raise InvalidRequestError(
+            f"callback_url: longer than {MAX_CALLBACK_URL} characters",
+            details={"field": "callback_url"},
+        )
+    try:
+        check_callback_url(url, settings.webhook_allowed_networks)
+    except RefusedCallbackError as exc:
+        raise InvalidRequestError(
+            f"callback_url: {exc}", details={"field": "callback_url", "url": url}
+        ) from None
 
 
 def _replay(existing: Job, fingerprint: str) -> Job:
@@ -295,8 +320,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created_at, job_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(created_at), uuid.UUID(job_id)
-    except (ValueError, TypeError) as exc:
+        at = datetime.fromisoformat(created_at)
+        if at.tzinfo is None:
+            raise ValueError("a cursor's time has a zone")
+        return at.astimezone(UTC), uuid.UUID(job_id)
+    except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidRequestError(
             "cursor: not a cursor this server issued", details={"field": "cursor"}
         ) from exc

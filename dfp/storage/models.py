@@ -193,3 +193,36 @@ class LayerCurve(Base):
     # δ, 1/δ, LFR, RDF, e_low, e_high... as float64, in the order `curves["layout"]` lists.
     arrays: Mapped[bytes] = mapped_column(LargeBinary)
     curves: Mapped[dict[str, Any]]
+
+
+DELIVERY_STATUSES = ("pending", "delivered", "failed")
+
+
+class WebhookDelivery(Base):
+    """One webhook event for one experiment (the transactional outbox of its callback_url).
+
+    The row is written in the transaction that makes the experiment terminal; webhook workers
+    send it, retry it with backoff, and record the outcome. Its id is the event's id."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    owner: Mapped[str] = mapped_column(String(100))
+    url: Mapped[str] = mapped_column(String(2048))
+    event_type: Mapped[str] = mapped_column(String(64))
+    # The exact JSON that is signed and sent, identical on every attempt.
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When a task was last sent for it; a delivery sent long ago and still pending was lost.
+    dispatched_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]

@@ -11,8 +11,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,15 @@ from dfp_engine.results import Checkpoint, HistoryPoint, LayerAnalysis, RunResul
 from worker.dispatch import CeleryDispatcher
 
 REPO = Path(__file__).resolve().parents[2]
-TABLES = ("layer_curves", "checkpoints", "runs", "job_tags", "jobs", "api_keys")
+TABLES = (
+    "webhook_deliveries",
+    "layer_curves",
+    "checkpoints",
+    "runs",
+    "job_tags",
+    "jobs",
+    "api_keys",
+)
 
 
 def free_port() -> int:
@@ -95,12 +105,13 @@ def wait_for(
 
 
 def start_worker(
-    settings: Settings, log_path: Path, *, queues: str = "cpu"
+    settings: Settings, log_path: Path, *options: str, queues: str = "cpu"
 ) -> subprocess.Popen[bytes]:
     """A real Celery worker process (`dfp worker`) for `settings`, in its own process group."""
+    command = [sys.executable, "-m", "dfp.cli", "worker", "--queues", queues, "--loglevel", "INFO"]
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "dfp.cli", "worker", "--queues", queues, "--loglevel", "INFO"],
+            [*command, *options],
             cwd=REPO,
             env=process_env(settings),
             stdout=log,
@@ -186,6 +197,40 @@ def run_result(index: int, checkpoints: list[Checkpoint], status: str = "succeed
     )
 
 
+def finish_job(backend: Backend, job_id: str, body: dict[str, Any]) -> None:
+    """Run every run of a submitted job to `succeeded` the way a worker stores it, with real
+    analysed checkpoints and the engine's sweep summary."""
+    from sqlalchemy import select
+
+    from dfp.experiments import lifecycle
+    from dfp.storage.models import Run
+    from dfp_engine.runner import summarize
+    from dfp_engine.spec import ExperimentSpec
+
+    spec = ExperimentSpec.model_validate({k: v for k, v in body.items() if k != "tags"})
+    with backend.db.unit_of_work() as uow:
+        run_ids = list(
+            uow.session.scalars(
+                select(Run.id).where(Run.job_id == uuid.UUID(job_id)).order_by(Run.index)
+            )
+        )
+    for index, run_id in enumerate(run_ids):
+        with backend.db.unit_of_work() as uow:
+            lease = lifecycle.claim_run(
+                uow.session, run_id, worker="test:1", settings=backend.settings
+            )
+        assert lease is not None
+        checkpoints = analysed_checkpoints([0, 2, 4], layers=3, seed=index)
+        with backend.db.unit_of_work() as uow:
+            assert lifecycle.finish_run(
+                uow.session,
+                lease,
+                run_result(index, checkpoints),
+                {"device": "cpu", "seed": 3},
+                lambda runs: summarize(spec, runs),
+            )
+
+
 def get_json(client: httpx.Client, path: str, **kwargs: Any) -> Any:
     response = client.get(path, **kwargs)
     assert response.status_code == 200, response.text
@@ -215,6 +260,24 @@ def drop_pg_database(name: str) -> None:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextlib.contextmanager
+def redis_database() -> Iterator[str]:
+    """A Redis database number no other running test session (or module) holds, emptied."""
+    admin = redis.Redis.from_url(f"{REDIS_HOST}/0")
+    for number in range(1, 16):
+        if admin.set(f"dfp-test-db:{number}", os.getpid(), nx=True, ex=6 * 3600):
+            break
+    else:  # pragma: no cover - fifteen holders at once
+        raise RuntimeError("no free Redis database number for this test session")
+    url = f"{REDIS_HOST}/{number}"
+    redis.Redis.from_url(url).flushdb()
+    try:
+        yield url
+    finally:
+        redis.Redis.from_url(url).flushdb()
+        admin.delete(f"dfp-test-db:{number}")
+
+
 def service_settings(data_dir: Path, **overrides: object) -> Settings:
     """Small limits and fast clocks, so that limits and recovery are quick to exercise."""
     values: dict[str, object] = {
@@ -231,6 +294,7 @@ def service_settings(data_dir: Path, **overrides: object) -> Settings:
         "requeue_after": 2.0,
         "max_attempts": 2,
         "dataset_roots": [data_dir / "datasets"],
+        "webhook_secret": "dfp-test-webhook-secret",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -269,3 +333,60 @@ class Backend:
 
     def client(self, key: str | None) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers=auth(key) if key else {}, timeout=90)
+
+
+@dataclass
+class Delivery:
+    """One request a Receiver got."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float  # time.monotonic() when it arrived
+
+
+class Receiver:
+    """A real HTTP server on loopback that records every POST and answers each path with the
+    statuses it was told to (in turn; the last one repeats), optionally after a delay."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[Delivery] = []
+        self.scripts: dict[str, list[int]] = {}
+        self.delays: dict[str, float] = {}
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                arrived = time.monotonic()
+                with receiver._lock:
+                    receiver.deliveries.append(
+                        Delivery(self.path, dict(self.headers.items()), body, arrived)
+                    )
+                    script = receiver.scripts.get(self.path, [200])
+                    status = script.pop(0) if len(script) > 1 else script[0]
+                time.sleep(receiver.delays.get(self.path, 0.0))
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def at(self, path: str) -> list[Delivery]:
+        with self._lock:
+            return [d for d in self.deliveries if d.path == path]

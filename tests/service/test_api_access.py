@@ -120,6 +120,7 @@ def test_openapi_declares_operation_ids_and_the_error_shape(backend: Backend) ->
         "getHealth",
         "getReadiness",
         "getMetrics",
+        "getWebhookSecret",
     }
     error_ref = "#/components/schemas/ErrorResponse"
     for name, operation in operations.items():

@@ -75,12 +75,12 @@ def test_invalid_specs_are_422_naming_the_field(
     assert count(backend, Job) == 0
 
 
-def test_non_json_body_is_422(alice: httpx.Client) -> None:
+def test_non_json_body_is_415(alice: httpx.Client) -> None:
     response = alice.post(
         "/v1/experiments", content=b"name: yaml", headers={"content-type": "text/yaml"}
     )
-    assert response.status_code == 422
-    assert response.json()["error"]["code"] == "validation_error"
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,15 @@ def compose() -> dict[str, Any]:
 
 def test_compose_names_the_promised_services(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"postgres", "redis", "migrate", "api", "worker", "worker-gpu"}
+    assert set(services) == {
+        "postgres",
+        "redis",
+        "migrate",
+        "api",
+        "worker",
+        "worker-gpu",
+        "webhooks",
+    }
     for name in ("postgres", "redis", "api"):
         assert services[name]["healthcheck"]["test"], name
     assert "pgdata" in compose["volumes"] and "redisdata" in compose["volumes"]
@@ -34,7 +42,7 @@ def test_services_start_in_order(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["migrate"]["restart"] == "no"
-    for name in ("api", "worker", "worker-gpu"):
+    for name in ("api", "worker", "worker-gpu", "webhooks"):
         depends = services[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully"
         assert depends["redis"]["condition"] == "service_healthy"
@@ -49,7 +57,7 @@ def test_gpu_worker_is_a_profile_with_a_device_reservation(compose: dict[str, An
     assert "cu" in gpu["build"]["args"]["TORCH_INDEX_URL"]
 
 
-@pytest.mark.parametrize("service", ["migrate", "api", "worker", "worker-gpu"])
+@pytest.mark.parametrize("service", ["migrate", "api", "worker", "worker-gpu", "webhooks"])
 def test_every_command_is_a_real_dfp_command(
     compose: dict[str, Any], service: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

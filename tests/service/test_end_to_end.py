@@ -5,6 +5,7 @@ The stored ratios must equal what the engine returns for the same spec and seed.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import yaml
 from service_support import (
     REPO,
     Backend,
+    Receiver,
     start_worker,
     stop_process,
     tiny_spec,
@@ -27,6 +29,7 @@ from service_support import (
 )
 
 from dfp.client import Client
+from dfp.webhooks.signing import verify_signature
 from dfp_engine.runner import run_one, summarize
 from dfp_engine.spec import ExperimentSpec
 
@@ -134,14 +137,18 @@ def test_missing_data_fails_the_run_with_the_engines_reason(
 
 
 def test_dfp_serve_runs_experiments_with_no_other_service(tmp_path: Path) -> None:
-    """The embedded mode: SQLite, the filesystem broker, a worker process; driven by the CLI."""
+    """The embedded mode: SQLite, the filesystem broker, a worker process and a webhook worker;
+    driven by the CLI."""
     port = _free_port()
     data_dir = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DFP_")} | {
         "DFP_DATA_DIR": str(data_dir),
         "DFP_PORT": str(port),
         "DFP_HEARTBEAT_SECONDS": "0.5",
+        "DFP_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
+        "DFP_WEBHOOK_POLL_SECONDS": "0.2",
     }
+    receiver = Receiver().__enter__()
     server = subprocess.Popen(
         [sys.executable, "-m", "dfp.cli", "serve"],
         cwd=REPO,
@@ -162,8 +169,10 @@ def test_dfp_serve_runs_experiments_with_no_other_service(tmp_path: Path) -> Non
         spec_file = tmp_path / "spec.yaml"
         spec_file.write_text(yaml.safe_dump(body))
         wait_for(lambda: _ready(port), timeout=60, what="dfp serve to be ready")
+        hook = f"{receiver.url}/done"
         submitted = subprocess.run(
-            [sys.executable, "-m", "dfp.cli", "submit", str(spec_file), "--wait"],
+            [sys.executable, "-m", "dfp.cli", "submit", str(spec_file), "--wait",
+             "--callback-url", hook],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
         )  # fmt: skip
         assert submitted.returncode == 0, submitted.stderr
@@ -173,7 +182,15 @@ def test_dfp_serve_runs_experiments_with_no_other_service(tmp_path: Path) -> Non
             cwd=REPO, env=env, capture_output=True, text=True, check=True,
         )  # fmt: skip
         assert_matches_engine(yaml.safe_load(fetched.stdout), ExperimentSpec.model_validate(body))
+        # The signed event arrives, verifiable with the secret the API gives the local key.
+        wait_for(lambda: receiver.at("/done"), timeout=30, what="the webhook")
+        [event] = receiver.at("/done")
+        with Client(f"http://127.0.0.1:{port}", key) as client:
+            secret = client.webhook_secret()
+        assert verify_signature(secret, event.body, event.headers["X-DFP-Signature"])
+        assert json.loads(event.body)["data"]["experiment"]["id"] == job_id
     finally:
+        receiver.__exit__()
         server.send_signal(signal.SIGTERM)  # to `dfp serve` alone, as `docker stop` does
         try:
             server.wait(30)
