@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # torch is imported where used, so the spec module stays light to import
-    import torch
+import numpy as np
 
 # Pairs used to estimate the squared-distance distribution; exact below this size.
 AUTO_GRID_SAMPLE = 2048
@@ -49,23 +47,20 @@ def resolve_deltas(
     return sorted_by_frequency([1.0 / u for u in inv])
 
 
-def squared_distance_sample(z: torch.Tensor, *, max_points: int = AUTO_GRID_SAMPLE) -> torch.Tensor:
+def squared_distance_sample(z: np.ndarray, *, max_points: int = AUTO_GRID_SAMPLE) -> np.ndarray:
     """Pairwise squared distances (float64) of a seeded row subset: (s, s), s ≤ max_points."""
-    import torch
-
     n = z.shape[0]
     if n > max_points:
-        gen = torch.Generator().manual_seed(0)
-        idx = torch.randperm(n, generator=gen)[:max_points].to(z.device)
-        z = z[idx]
-    z64 = z.to(torch.float64)
-    z64 = z64 - z64.mean(dim=0)
-    sq = (z64 * z64).sum(dim=1)
+        z = z[np.sort(np.random.default_rng(0).choice(n, size=max_points, replace=False))]
+    z64 = z.astype(np.float64)
+    z64 -= z64.mean(axis=0)
+    sq = (z64 * z64).sum(axis=1)
     # (s, d) -> (s, s); clamp the expansion's rounding below zero
-    return (sq[:, None] + sq[None, :] - 2.0 * z64 @ z64.T).clamp_min_(0.0)
+    d2: np.ndarray = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (z64 @ z64.T), 0.0)
+    return d2
 
 
-def auto_deltas(z: torch.Tensor, m: int = 20) -> list[float]:
+def auto_deltas(z: np.ndarray, m: int = 20) -> list[float]:
     """A geometric grid of m δ spanning 'neighbours barely mix' to 'everything is averaged'.
 
     With D the pairwise squared distances of the (normalised) features, the low end is the
@@ -74,23 +69,17 @@ def auto_deltas(z: torch.Tensor, m: int = 20) -> list[float]:
     e^-0.25, so LFR is near its δ → ∞ limit). Degenerate sets (all points equal)
     fall back to 1e-3 .. 1e3.
     """
-    import torch
-
     if m < 2:
         raise ValueError(f"the automatic grid needs at least 2 values, got {m}")
     d2 = squared_distance_sample(z)
-    s = d2.shape[0]
-    top = float(d2.max()) if s > 1 else 0.0
+    top = float(d2.max()) if d2.shape[0] > 1 else 0.0
     if top <= 0.0:
         lo, hi = 1e-3, 1e3
     else:
-        off = d2 + torch.diag(torch.full((s,), math.inf, dtype=d2.dtype, device=d2.device))
-        nearest = off.min(dim=1).values
+        np.fill_diagonal(d2, np.inf)
+        nearest = d2.min(axis=1)
         positive = nearest[nearest > 0]
-        if positive.numel():
-            nn = float(torch.quantile(positive, 0.1))
-        else:
-            nn = float(d2[d2 > 0].min())
+        nn = float(np.quantile(positive, 0.1)) if positive.size else float(d2[d2 > 0].min())
         lo, hi = nn / 10.0, 2.0 * top
         if not lo < hi:
             lo = hi / 1e3

@@ -7,16 +7,20 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from dfp_engine.deltas import auto_deltas, resolve_deltas
-from dfp_engine.lowpass import lowpass_sums
+from dfp_engine.lowpass import Backend, lowpass_sums
 from dfp_engine.normalization import NORMALIZATION_MODES, normalize
 
-ArrayLike = np.ndarray | torch.Tensor | Sequence[Any]
+if TYPE_CHECKING:
+    import torch
+
+# numpy arrays, torch tensors (on any device) or nested sequences
+ArrayLike = Any
+DTYPES: dict[str, type[np.floating[Any]]] = {"float32": np.float32, "float64": np.float64}
 
 
 @dataclass(frozen=True)
@@ -57,15 +61,28 @@ class FrequencyResult:
         return asdict(self)
 
 
-def as_targets(labels: ArrayLike, n_classes: int | None = None) -> torch.Tensor:
+def as_array(data: ArrayLike) -> np.ndarray:
+    """A numpy view of an array, a (possibly CUDA) tensor or a nested sequence."""
+    if hasattr(data, "detach"):  # a torch tensor, converted without importing torch
+        data = data.detach().cpu().numpy()
+    return np.asarray(data)
+
+
+def as_targets(labels: ArrayLike, n_classes: int | None = None) -> np.ndarray:
     """Labels as an (n, c) float64 matrix: integer class vectors become one-hot."""
-    t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
-    if t.ndim == 1 and not t.is_floating_point() and t.dtype != torch.bool:
-        if t.numel() and int(t.min()) < 0:
+    t = as_array(labels)
+    if t.ndim == 1 and t.dtype.kind in "iu":
+        if t.size and int(t.min()) < 0:
             raise ValueError("class labels must be non-negative integers")
-        c = n_classes if n_classes is not None else (int(t.max()) + 1 if t.numel() else 0)
-        return torch.nn.functional.one_hot(t.long(), num_classes=c).to(torch.float64)
-    t = t.to(torch.float64)
+        c = n_classes if n_classes is not None else (int(t.max()) + 1 if t.size else 0)
+        if t.size and int(t.max()) >= c:
+            raise ValueError(f"class label {int(t.max())} is not below n_classes = {c}")
+        onehot = np.zeros((t.shape[0], c), dtype=np.float64)
+        onehot[np.arange(t.shape[0]), t] = 1.0
+        return onehot
+    if t.dtype.kind not in "biuf":
+        raise ValueError(f"labels must be numbers, got {t.dtype}")
+    t = t.astype(np.float64)
     if t.ndim == 1:
         return t[:, None]
     if t.ndim != 2:
@@ -73,16 +90,14 @@ def as_targets(labels: ArrayLike, n_classes: int | None = None) -> torch.Tensor:
     return t
 
 
-def as_features(features: ArrayLike) -> torch.Tensor:
-    """Features as an (n, d) tensor; higher-rank inputs are flattened per sample."""
-    t = torch.as_tensor(
-        np.asarray(features) if not isinstance(features, torch.Tensor) else features
-    )
-    if t.ndim == 1:
-        return t[:, None]
+def as_features(features: ArrayLike) -> np.ndarray:
+    """Features as an (n, d) array; higher-rank inputs are flattened per sample."""
+    t = as_array(features)
     if t.ndim == 0:
         raise ValueError("features must have one row per sample")
-    return t.reshape(t.shape[0], -1)
+    if t.dtype.kind not in "biuf":
+        raise ValueError(f"features must be numbers, got {t.dtype}")
+    return t[:, None] if t.ndim == 1 else t.reshape(t.shape[0], -1)
 
 
 def ratio_density(deltas: Sequence[float], lfr: Sequence[float]) -> RatioDensity:
@@ -103,7 +118,7 @@ def ratio_density(deltas: Sequence[float], lfr: Sequence[float]) -> RatioDensity
 
 
 def _resolve_grid(
-    zn: torch.Tensor,
+    zn: np.ndarray,
     deltas: Sequence[float] | None,
     inverse_deltas: Sequence[float] | None,
     auto: int | None,
@@ -118,26 +133,32 @@ def _resolve_grid(
     return resolve_deltas(deltas=deltas, inverse_deltas=inverse_deltas)
 
 
-def _check_inputs(z: torch.Tensor, y: torch.Tensor) -> None:
+def _check_inputs(z: np.ndarray, y: np.ndarray) -> None:
     if z.shape[0] != y.shape[0]:
         raise ValueError(f"features have {z.shape[0]} rows but labels have {y.shape[0]}")
     if z.shape[0] < 2:
         raise ValueError(f"need at least 2 samples, got {z.shape[0]}")
     if z.shape[1] == 0 or y.shape[1] == 0:
         raise ValueError("features and labels need at least one column")
-    if not torch.isfinite(z).all():
+    if not np.isfinite(z).all():
         raise ValueError("features contain NaN or inf")
-    if not torch.isfinite(y).all():
+    if not np.isfinite(y).all():
         raise ValueError("labels contain NaN or inf")
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+def _resolve_device(device: str | torch.device) -> str:
+    """'cpu', or a CUDA device that exists ('auto' picks CUDA when there is one)."""
+    name = str(device)
+    if name == "cpu":
+        return name  # no torch import on the CPU path
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device '{device}' requested but CUDA is not available")
-    return dev
+    return str(dev)
 
 
 def analyze_frequency(
@@ -151,7 +172,9 @@ def analyze_frequency(
     predictions: ArrayLike | None = None,
     block_size: int | None = None,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: Any = "float32",
+    threads: int | None = None,
+    backend: Backend | None = None,
     n_classes: int | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> FrequencyResult:
@@ -160,13 +183,16 @@ def analyze_frequency(
     `labels` are integer classes (one-hot internally) or real targets (n,) / (n, c).
     With `predictions` (same shape as the one-hot/real targets) the filtering test's
     e_low(δ) and e_high(δ) are computed in the same pass. With no grid given, an automatic
-    grid of 20 values is used.
+    grid of 20 values is used. `dtype` ('float32' or 'float64', numpy or torch) sets the tile
+    precision; sums are float64 either way. `threads` caps the CPU threads (default: all
+    cores); `backend` picks numpy or torch for the tiles (default: numpy on the CPU).
     """
     start = time.perf_counter()
     if normalization not in NORMALIZATION_MODES:
         raise ValueError(f"unknown normalization '{normalization}'; expected {NORMALIZATION_MODES}")
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError("dtype must be torch.float32 or torch.float64")
+    precision = str(np.dtype(dtype) if isinstance(dtype, type) else dtype).removeprefix("torch.")
+    if precision not in DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
     dev = _resolve_device(device)
     z = as_features(features)
     y = as_targets(labels, n_classes)
@@ -175,31 +201,35 @@ def analyze_frequency(
     if power == 0.0:
         raise ValueError("labels are all zero: the low frequency ratio is undefined")
 
-    zn = normalize(
-        z.to(dev, dtype=dtype if z.is_floating_point() else torch.float32), normalization
-    )
+    zn = normalize(z.astype(DTYPES[precision], copy=False), normalization)
     grid = _resolve_grid(zn, deltas, inverse_deltas, auto_deltas)
-    y = y.to(dev)
 
     values = y
     if predictions is not None:
-        p = as_targets(predictions).to(dev)
+        p = as_targets(predictions)
         if p.shape != y.shape:
             raise ValueError(f"predictions shape {tuple(p.shape)} != targets {tuple(y.shape)}")
-        if not torch.isfinite(p).all():
+        if not np.isfinite(p).all():
             raise ValueError("predictions contain NaN or inf")
         # Filter y and the residual y - ŷ: filtering is linear, and smoothing the residual
         # directly avoids subtracting two nearly equal filtered functions.
-        values = torch.cat([y, y - p], dim=1)
+        values = np.concatenate([y, y - p], axis=1)
 
     sums = lowpass_sums(
-        zn, values, grid, block_size=block_size, dtype=dtype, on_progress=on_progress
+        zn,
+        values,
+        grid,
+        block_size=block_size,
+        dtype=DTYPES[precision],
+        threads=threads,
+        device=dev,
+        backend=backend,
+        on_progress=on_progress,
     )
     c = y.shape[1]
     norm = (1.0 + sums.weights)[:, :, None]  # (m, n, 1): C_i = 1 + off-diagonal weights
     low = (values[None] + sums.values) / norm  # (m, n, k)
-    lfr_t = (low[:, :, :c] ** 2).sum(dim=(1, 2)) / power
-    lfr = [float(v) for v in lfr_t.cpu()]
+    lfr = [float(v) for v in (low[:, :, :c] ** 2).sum(axis=(1, 2)) / power]
 
     e_low: list[float | None] | None = None
     e_high: list[float | None] | None = None
@@ -209,10 +239,8 @@ def analyze_frequency(
         e_high = _relative_errors(high[:, :, c:], high[:, :, :c])
 
     density = ratio_density(grid, lfr)
-    mean_y = y.mean(dim=0)
+    mean_y = y.mean(axis=0)
     limit = float((mean_y * mean_y).sum() / (power / y.shape[0]))
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
     return FrequencyResult(
         deltas=grid,
         inverse_deltas=[1.0 / d for d in grid],
@@ -226,8 +254,8 @@ def analyze_frequency(
         n_samples=int(z.shape[0]),
         dim=int(z.shape[1]),
         n_outputs=c,
-        device=str(dev),
-        dtype=str(dtype).removeprefix("torch."),
+        device=dev,
+        dtype=precision,
         block_size=block_size,
         elapsed_seconds=time.perf_counter() - start,
         e_low=e_low,
@@ -235,13 +263,11 @@ def analyze_frequency(
     )
 
 
-def _relative_errors(residual: torch.Tensor, reference: torch.Tensor) -> list[float | None]:
+def _relative_errors(residual: np.ndarray, reference: np.ndarray) -> list[float | None]:
     """sqrt(Σ|residual|^2 / Σ|reference|^2) per δ; None where the reference has no power."""
-    num = (residual**2).sum(dim=(1, 2)).cpu()
-    den = (reference**2).sum(dim=(1, 2)).cpu()
-    return [
-        math.sqrt(a / b) if b > 0 else None for a, b in zip(num.tolist(), den.tolist(), strict=True)
-    ]
+    num = (residual**2).sum(axis=(1, 2))
+    den = (reference**2).sum(axis=(1, 2))
+    return [math.sqrt(a / b) if b > 0 else None for a, b in zip(num, den, strict=True)]
 
 
 def filtering_test(

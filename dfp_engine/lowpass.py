@@ -8,31 +8,42 @@ with G_δ(a, b) = exp(-|a-b|^2 / (2δ)). The self term (weight exactly 1) is lef
 add it in float64: y_low = (v + S) / (1 + O) and y_high = (v O - S) / (1 + O), the latter
 free of the cancellation that y - y_low suffers at small δ.
 
-Work is arranged in b x b tiles of the upper triangle, grouped in row strips. One distance GEMM
-per tile serves every δ, the symmetric kernel is evaluated once per unordered pair, and each
-tile's kernel stack is multiplied by [v | 1] from both sides with the accumulation fused into
-the GEMM. Products are summed in float32 over at most FLUSH_EVERY tiles (a 1 024-column block
-for b = 128) and then added into float64. Memory is O(m·n·k) per worker, never n x n.
+Work is arranged in b x b tiles of the upper triangle, grouped in row strips. One GEMM per tile
+gives the squared distances for every δ, the symmetric kernel is evaluated once per unordered
+pair, and each tile's kernel stack is multiplied by [v | 1] from both sides. Products are summed
+in float32 over at most FLUSH_EVERY tiles (a 1 024-column block for b = 128) and then added into
+float64. Memory is O(n (d + m k)) per worker, never n x n.
 
-On CPU the strips are shared out to one thread per core, each running single-threaded torch
-ops: small tiles then pay no fork/join cost per op, and each core keeps its tile in its own L2.
+Two backends run the tiles: numpy on the CPU (no torch import; its exp is fast and has no
+slow path for tiny results) and torch on CUDA (also usable on the CPU). On the CPU the strips
+are shared out to one thread per core, each with single-threaded BLAS: small tiles then pay no
+fork/join cost per operation, and each core keeps its tile in its own L2.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import torch
+import numpy as np
 
-# exp(x) for x below about -87 yields float32 subnormals, which run 8-20x slower on CPU;
-# e^-87 ≈ 1.6e-38 is already far below anything that can move a float64 sum that includes 1.
+if TYPE_CHECKING:
+    import torch
+
+Backend = Literal["numpy", "torch"]
+
+# exp(x) for x below about -87 gives float32 subnormals; some CPUs multiply those 10-100x
+# slower, so tiles that reach them flush them to 0 (an absolute change below 5e-38, far
+# beneath anything that can move a sum that includes the self weight 1).
 EXP_FLOOR = -87.0
+SUBNORMAL_FLUSH = np.float32(2.0**-100)
 # Narrow GEMMs run markedly faster with the right-hand side padded to a multiple of 16.
 COLUMN_MULTIPLE = 16
-# Default tile: one worker's kernel stack (b, m, b) of float32 should stay in its core's L2
+# Default tile: one worker's kernel stack (m, b, b) of float32 should stay in its core's L2
 # (about 1.3 MiB here: b = 128 for 20 bandwidths); larger tiles spill to the shared L3, where two
 # workers slow each other down.
 TILE_ELEMENTS = 20 * 128 * 128
@@ -46,58 +57,195 @@ FLUSH_EVERY = 8
 class LowpassSums:
     """Off-diagonal kernel sums in float64: `values` (m, n, k) and `weights` (m, n)."""
 
-    values: torch.Tensor
-    weights: torch.Tensor
+    values: np.ndarray
+    weights: np.ndarray
 
 
 @dataclass(frozen=True)
 class _Operands:
-    """Everything a tile needs, prepared once per call; rows are zero-padded to whole blocks."""
+    """Everything a tile needs, prepared once per call; rows are zero-padded to whole blocks.
 
-    left: torch.Tensor  # (N, w) [z | |z|^2 | 1 | 0…] of the centred features, N = n_blocks * b
-    right: torch.Tensor  # (N, w) [-2z | 1 | |z|^2 | 0…]: left_i . right_j = |z_i - z_j|^2
-    rhs: torch.Tensor  # (N, kp) [values | 1 | 0-padding]; all-zero on padding rows
-    scales: torch.Tensor  # (1, m, 1) -1 / (2δ), δ descending
-    # Per δ, the squared distance beyond which exp(-D / (2δ)) would fall below EXP_FLOOR.
-    floor_distances: list[float]
-    block: int
-
-
-class _Accumulator:
-    """One worker's running sums: float32 for a few tiles, then float64.
-
-    `rows` (N, m, kp) collects tile (i, j) @ rhs_j for the strip's own rows; `cols`
-    (n_blocks, kp, m, b) collects rhs_i^T @ tile for the mirrored rows j, laid out so that
-    both products are plain 2-D GEMMs that accumulate in place.
+    With right_j = [-2 z_j | 1 | |z_j|^2 | 0…] and left_i = [z_i | |z_i|^2 | 1 | 0…], one GEMM
+    left_i . right_j gives |z_i - z_j|^2. Only `right` is kept; left comes from it per strip.
     """
 
-    def __init__(self, n_blocks: int, b: int, m: int, kp: int, ops: _Operands) -> None:
-        dev, dtype = ops.rhs.device, ops.rhs.dtype
-        self.b, self.m, self.kp = b, m, kp
-        self.total = torch.zeros(n_blocks * b, m, kp, dtype=torch.float64, device=dev)
-        self.rows = torch.zeros(b * m, kp, dtype=dtype, device=dev)
-        self.cols = torch.zeros(n_blocks, kp, m * b, dtype=dtype, device=dev)
-        self.rows_pending = 0
-        self.cols_pending = 0
+    right: np.ndarray  # (N, w) for the centred features, N = n_blocks * b
+    dim: int  # d, the features' own width inside w
+    rhs: np.ndarray  # (N, kp) [values | 1 | 0…]; all-zero on padding rows
+    deltas: list[float]  # descending
+    block: int
+
+    @property
+    def m(self) -> int:
+        return len(self.deltas)
+
+    @property
+    def kp(self) -> int:
+        return int(self.rhs.shape[1])
+
+    @property
+    def padded(self) -> int:
+        return int(self.rhs.shape[0])
+
+    def floor_distances(self) -> list[float]:
+        """Per δ, the squared distance beyond which exp(-D / (2δ)) falls below EXP_FLOOR."""
+        return [-2.0 * x * EXP_FLOOR for x in self.deltas]
+
+    def left(self, i0: int) -> np.ndarray:
+        """[z_i | |z_i|^2 | 1 | 0…] for the strip starting at row i0: (b, w)."""
+        right = self.right[i0 : i0 + self.block]
+        left = np.zeros_like(right)
+        left[:, : self.dim] = right[:, : self.dim] * -0.5
+        left[:, self.dim] = right[:, self.dim + 1]
+        left[:, self.dim + 1] = 1.0
+        return left
+
+
+class _TileWorker(Protocol):
+    """One thread's (or one device's) share of the tiles and its running sums."""
+
+    rows_pending: int
+
+    def start_strip(self, i0: int) -> None: ...
+    def tile(self, i0: int, j0: int) -> None: ...
+    def flush_rows(self, i0: int) -> None: ...
+    def flush_cols(self) -> None: ...
+    def totals(self) -> np.ndarray: ...  # (m, N, kp) float64
+
+
+class _NumpyWorker:
+    """Tiles with numpy: kernel stack (m, b, b), sums (m, N, kp)."""
+
+    def __init__(self, ops: _Operands) -> None:
+        m, b, kp, dtype = ops.m, ops.block, ops.kp, ops.rhs.dtype
+        self.ops = ops
+        self.floors = ops.floor_distances() if dtype == np.float32 else []
+        self.scales = np.array([-0.5 / x for x in ops.deltas], dtype=dtype).reshape(m, 1, 1)
+        self.total = np.zeros((m, ops.padded, kp), dtype=np.float64)
+        self.cols = np.zeros((m, ops.padded, kp), dtype=dtype)
+        self.rows = np.zeros((m, b, kp), dtype=dtype)
+        self.kern = np.empty((m, b, b), dtype=dtype)
+        self.dist = np.empty((b, b), dtype=dtype)
+        self.row_product = np.empty((m * b, kp), dtype=dtype)
+        self.col_product = np.empty((m, b, kp), dtype=dtype)
+        self.left = np.empty(0, dtype=dtype)
+        self.rows_pending = self.cols_pending = 0
+
+    def start_strip(self, i0: int) -> None:
+        self.left = self.ops.left(i0)
+
+    def tile(self, i0: int, j0: int) -> None:
+        ops, kern, dist = self.ops, self.kern, self.dist
+        m, b = ops.m, ops.block
+        # (b, w) x (w, b) -> (b, b) squared distances; rounding can dip below zero
+        np.matmul(self.left, ops.right[j0 : j0 + b].T, out=dist)
+        np.maximum(dist, 0, out=dist)
+        # (b, b) -> (m, b, b): one kernel per δ from the same distances
+        np.multiply(dist, self.scales, out=kern)
+        np.exp(kern, out=kern)
+        first = _first_floored(self.floors, dist) if self.floors else m
+        if first < m:
+            tail = kern[first:]
+            tail += SUBNORMAL_FLUSH
+            tail -= SUBNORMAL_FLUSH
+        if i0 == j0:
+            kern.reshape(m, b * b)[:, :: b + 1] = 0.0
+        # rows i gather columns j: (m * b, b) @ (b, kp) -> (m * b, kp)
+        np.matmul(kern.reshape(m * b, b), ops.rhs[j0 : j0 + b], out=self.row_product)
+        self.rows += self.row_product.reshape(m, b, -1)
+        self.rows_pending += 1
+        if j0 != i0:
+            # the mirrored tile: (m, b, b)^T @ (b, kp) -> (m, b, kp) for rows j
+            np.matmul(kern.transpose(0, 2, 1), ops.rhs[i0 : i0 + b], out=self.col_product)
+            self.cols[:, j0 : j0 + b] += self.col_product
+            self.cols_pending += 1
 
     def flush_rows(self, i0: int) -> None:
         if self.rows_pending:
-            self.total[i0 : i0 + self.b] += self.rows.view(self.b, self.m, self.kp)
+            self.total[:, i0 : i0 + self.ops.block] += self.rows
+            self.rows.fill(0)
+            self.rows_pending = 0
+
+    def flush_cols(self) -> None:
+        if self.cols_pending:
+            self.total += self.cols
+            self.cols.fill(0)
+            self.cols_pending = 0
+
+    def totals(self) -> np.ndarray:
+        return self.total
+
+
+class _TorchWorker:
+    """Tiles with torch, for CUDA: kernel stack (b, m, b) so both products are 2-D GEMMs that
+    accumulate in place; sums (N, m, kp)."""
+
+    def __init__(self, ops: _Operands, device: torch.device) -> None:
+        import torch
+
+        m, b, kp = ops.m, ops.block, ops.kp
+        dtype = torch.float32 if ops.rhs.dtype == np.float32 else torch.float64
+        self.ops, self.device = ops, device
+        self.right = torch.from_numpy(ops.right).to(device)
+        self.rhs = torch.from_numpy(ops.rhs).to(device)
+        self.scales = torch.tensor([-0.5 / x for x in ops.deltas], dtype=dtype, device=device)
+        self.scales = self.scales.view(1, m, 1)
+        self.total = torch.zeros(ops.padded, m, kp, dtype=torch.float64, device=device)
+        self.rows = torch.zeros(b * m, kp, dtype=dtype, device=device)
+        self.cols = torch.zeros(ops.padded // b, kp, m * b, dtype=dtype, device=device)
+        self.kern = torch.empty(b, m, b, dtype=dtype, device=device)
+        self.left = torch.empty(0, dtype=dtype, device=device)
+        self.rows_pending = self.cols_pending = 0
+
+    def start_strip(self, i0: int) -> None:
+        import torch
+
+        self.left = torch.from_numpy(self.ops.left(i0)).to(self.device)
+
+    def tile(self, i0: int, j0: int) -> None:
+        import torch
+
+        ops, kern = self.ops, self.kern
+        m, b = ops.m, ops.block
+        # (b, w) x (w, b) -> (b, b) squared distances; rounding can dip below zero
+        dist = (self.left @ self.right[j0 : j0 + b].T).clamp_min_(0.0)
+        # (b, b) -> (b, m, b): one kernel per δ from the same distances, row i outermost
+        torch.mul(dist.unsqueeze(1), self.scales, out=kern)
+        # torch's CPU exp is 8-20x slower where results are subnormal: clamp the arguments
+        kern.clamp_(min=EXP_FLOOR).exp_()
+        if i0 == j0:
+            kern.diagonal(dim1=0, dim2=2).zero_()
+        # rows i gather columns j: (b * m, b) @ (b, kp) -> (b * m, kp), accumulated in place
+        self.rows.addmm_(kern.view(b * m, b), self.rhs[j0 : j0 + b])
+        self.rows_pending += 1
+        if j0 != i0:
+            # the mirrored tile: (kp, b) @ (b, m * b) -> (kp, m * b) for rows j
+            self.cols[j0 // b].addmm_(self.rhs[i0 : i0 + b].T, kern.view(b, m * b))
+            self.cols_pending += 1
+
+    def flush_rows(self, i0: int) -> None:
+        if self.rows_pending:
+            b, m, kp = self.ops.block, self.ops.m, self.ops.kp
+            self.total[i0 : i0 + b] += self.rows.view(b, m, kp)
             self.rows.zero_()
             self.rows_pending = 0
 
     def flush_cols(self) -> None:
         if self.cols_pending:
+            b, m, kp = self.ops.block, self.ops.m, self.ops.kp
             # (blocks, kp, m, b) -> (blocks, b, m, kp), the layout of `total`
-            cols = self.cols.view(-1, self.kp, self.m, self.b).permute(0, 3, 2, 1)
-            self.total.view(-1, self.b, self.m, self.kp).add_(cols)
+            cols = self.cols.view(-1, kp, m, b).permute(0, 3, 2, 1)
+            self.total.view(-1, b, m, kp).add_(cols)
             self.cols.zero_()
             self.cols_pending = 0
 
+    def totals(self) -> np.ndarray:
+        return np.ascontiguousarray(self.total.permute(1, 0, 2).cpu().numpy())
 
-def default_block_size(n: int, m: int, device: torch.device | None = None) -> int:
+
+def default_block_size(n: int, m: int, device: str = "cpu") -> int:
     """Rows per tile so that m float32 kernels of b x b stay near the device's tile budget."""
-    on_gpu = device is not None and device.type != "cpu"
+    on_gpu = not str(device).startswith("cpu")
     budget, largest = (GPU_TILE_ELEMENTS, 8192) if on_gpu else (TILE_ELEMENTS, 1024)
     b = int((budget / max(m, 1)) ** 0.5)
     b = max(64, min(largest, b - b % 16))
@@ -105,80 +253,110 @@ def default_block_size(n: int, m: int, device: torch.device | None = None) -> in
 
 
 def lowpass_sums(
-    z: torch.Tensor,
-    values: torch.Tensor,
+    z: np.ndarray,
+    values: np.ndarray,
     deltas: Sequence[float],
     *,
     block_size: int | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: type[np.floating[Any]] = np.float32,
     threads: int | None = None,
+    device: str = "cpu",
+    backend: Backend | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> LowpassSums:
-    """Off-diagonal Gaussian kernel sums of `values` for every δ (see module docstring)."""
+    """Off-diagonal Gaussian kernel sums of `values` for every δ (see module docstring).
+
+    `backend` defaults to numpy on the CPU and torch elsewhere; `threads` (CPU) to one per core.
+    """
     n, d = z.shape
     m, k = len(deltas), values.shape[1]
-    device = z.device
+    backend = backend or ("numpy" if str(device) == "cpu" else "torch")
+    if backend == "numpy" and str(device) != "cpu":
+        raise ValueError("the numpy backend runs on the CPU only")
     b = block_size or default_block_size(n, m, device)
     if b < 1:
         raise ValueError(f"block_size must be positive, got {b}")
     n_blocks = -(-n // b)
     padded = n_blocks * b
 
+    # Work with δ descending, so the bandwidths that reach the exp floor form a suffix.
+    order = sorted(range(m), key=lambda i: -deltas[i])
     # Centering leaves distances unchanged and shrinks |a|^2 + |b|^2 - 2ab cancellation.
-    # Two extra columns let one GEMM per tile yield squared distances directly.
     width = -(-(d + 2) // COLUMN_MULTIPLE) * COLUMN_MULTIPLE  # aligned rows keep the GEMM fast
-    left = torch.zeros(padded, width, dtype=dtype, device=device)
-    left[:n, :d] = z.to(dtype) - z.mean(dim=0, dtype=torch.float64).to(dtype)
-    sq = (left[:, :d] * left[:, :d]).sum(dim=1)
-    left[:, d], left[:, d + 1] = sq, 1.0
-    right = torch.zeros_like(left)
-    right[:, :d] = -2.0 * left[:, :d]
+    right = np.zeros((padded, width), dtype=dtype)
+    np.subtract(z, z.mean(axis=0, dtype=np.float64), out=right[:n, :d], casting="same_kind")
+    sq = np.einsum("ij,ij->i", right[:, :d], right[:, :d])
+    right[:, :d] *= -2.0
     right[:, d], right[:, d + 1] = 1.0, sq
     kp = -(-(k + 1) // COLUMN_MULTIPLE) * COLUMN_MULTIPLE
-    rhs = torch.zeros(padded, kp, dtype=dtype, device=device)
-    rhs[:n, :k] = values.to(dtype)
+    rhs = np.zeros((padded, kp), dtype=dtype)
+    rhs[:n, :k] = values
     rhs[:n, k] = 1.0  # the ones column yields the kernel row sums; padding rows add nothing
-    # Work with δ descending, so the bandwidths that need the exp floor form a suffix.
-    order = sorted(range(m), key=lambda i: -deltas[i])
-    deltas = [deltas[i] for i in order]
-    ops = _Operands(
-        left=left,
-        right=right,
-        rhs=rhs,
-        scales=torch.tensor([-0.5 / x for x in deltas], dtype=dtype, device=device).view(1, m, 1),
-        floor_distances=[-2.0 * x * EXP_FLOOR for x in deltas],
-        block=b,
-    )
+    ops = _Operands(right, d, rhs, [deltas[i] for i in order], b)
 
-    workers = _worker_count(device, n_blocks, threads)
+    make_worker: Callable[[], _TileWorker]
+    if backend == "numpy":
+        make_worker = lambda: _NumpyWorker(ops)  # noqa: E731
+        workers = max(1, min(threads or _cpu_count(), n_blocks))
+        quiet: AbstractContextManager[object] = _single_threaded_blas()
+    else:
+        import torch
+
+        dev = torch.device(device)
+        make_worker = lambda: _TorchWorker(ops, dev)  # noqa: E731
+        on_cpu = dev.type == "cpu"
+        workers = max(1, min(threads or torch.get_num_threads(), n_blocks)) if on_cpu else 1
+        quiet = _single_threaded_torch() if workers > 1 else nullcontext()
+
+    totals = _run_strips(make_worker, n_blocks, b, workers, quiet, on_progress)
+    back = np.argsort(order)
+    sums = totals[back, :n]  # (m, n, kp) in the caller's δ order
+    return LowpassSums(values=sums[:, :, :k], weights=sums[:, :, k])
+
+
+def _first_floored(floors: list[float], dist: np.ndarray) -> int:
+    """Index of the first δ (descending) whose kernel reaches the exp floor in this tile."""
+    reach = float(dist.max())
+    return next((q for q, limit in enumerate(floors) if reach > limit), len(floors))
+
+
+def _run_strips(
+    make_worker: Callable[[], _TileWorker],
+    n_blocks: int,
+    b: int,
+    workers: int,
+    quiet: AbstractContextManager[object],
+    on_progress: Callable[[float], None] | None,
+) -> np.ndarray:
+    """Run every strip on `workers` threads; the float64 totals (m, N, kp), summed in order."""
     shares = _balanced_strips(n_blocks, workers)
-    accs: list[_Accumulator | None] = [None] * workers
+    results: list[np.ndarray | None] = [None] * workers
     total_tiles = n_blocks * (n_blocks + 1) // 2
     done = [0] * workers
 
     def work(w: int) -> None:
-        acc = _Accumulator(n_blocks, b, m, kp, ops)
-        kern = torch.empty(b, m, b, dtype=dtype, device=device)
+        worker = make_worker()
         for count, strip in enumerate(shares[w], start=1):
             i0 = strip * b
-            for j0 in range(i0, padded, b):
-                _accumulate_tile(acc, kern, ops, i0, j0)
+            worker.start_strip(i0)
+            for j0 in range(i0, n_blocks * b, b):
+                worker.tile(i0, j0)
                 done[w] += 1
-                if acc.rows_pending == FLUSH_EVERY:
-                    acc.flush_rows(i0)
+                if worker.rows_pending == FLUSH_EVERY:
+                    worker.flush_rows(i0)
                 if w == 0 and on_progress is not None:
                     # Only the calling thread reports, so callbacks never run concurrently.
                     on_progress(min(1.0, sum(done) / total_tiles))
-            acc.flush_rows(i0)
+            worker.flush_rows(i0)
             if count % FLUSH_EVERY == 0:
-                acc.flush_cols()
-        acc.flush_cols()
-        accs[w] = acc
+                worker.flush_cols()
+        worker.flush_cols()
+        results[w] = worker.totals()
 
     if workers == 1:
         work(0)
     else:
-        with _single_threaded_ops():
+        with quiet:
             helpers = [threading.Thread(target=work, args=(w,)) for w in range(1, workers)]
             for t in helpers:
                 t.start()
@@ -187,50 +365,17 @@ def lowpass_sums(
             finally:
                 for t in helpers:
                     t.join()
-    if any(a is None for a in accs):
-        raise RuntimeError("a low-pass worker thread failed")
     if on_progress is not None:
         on_progress(1.0)
     # A fixed strip-to-worker assignment and a fixed order of this sum keep the result
     # bit-for-bit deterministic whatever the threads' timing.
-    total = accs[0].total if accs[0] is not None else None
+    total: np.ndarray | None = None
+    for part in results:
+        if part is None:
+            raise RuntimeError("a low-pass worker thread failed")
+        total = part if total is None else total + part
     assert total is not None
-    for extra in accs[1:]:
-        assert extra is not None
-        total += extra.total
-    back = torch.tensor(order, device=device).argsort()
-    sums = total[:n].permute(1, 0, 2)[back]  # (n, m, kp) -> (m, n, kp) in the caller's δ order
-    return LowpassSums(values=sums[:, :, :k], weights=sums[:, :, k])
-
-
-def _accumulate_tile(
-    acc: _Accumulator, kern: torch.Tensor, ops: _Operands, i0: int, j0: int
-) -> None:
-    """Add tile (i0, j0)'s kernel sums: rows i into acc.rows and, mirrored, rows j into acc.cols."""
-    b, m = ops.block, ops.scales.shape[1]
-    # (b, w) x (w, b) -> (b, b) squared distances; rounding can dip below zero
-    dist = torch.mm(ops.left[i0 : i0 + b], ops.right[j0 : j0 + b].T).clamp_min_(0.0)
-    # (b, b) -> (b, m, b): one kernel per δ from the same distances, row i outermost
-    torch.mul(dist.unsqueeze(1), ops.scales, out=kern)
-    if dist.device.type == "cpu":
-        # Only the bandwidths small enough to reach the floor in this tile need the clamp.
-        # (On a GPU reading the maximum back would stall the queue; the clamp is cheap there.)
-        reach = float(dist.max())
-        first = next((q for q, limit in enumerate(ops.floor_distances) if reach > limit), m)
-    else:
-        first = 0
-    if first < m:
-        kern[:, first:].clamp_(min=EXP_FLOOR)
-    kern.exp_()
-    if i0 == j0:
-        kern.diagonal(dim1=0, dim2=2).zero_()
-    # rows i gather columns j: (b * m, b) @ (b, kp) -> (b * m, kp), accumulated in place
-    acc.rows.addmm_(kern.view(b * m, b), ops.rhs[j0 : j0 + b])
-    acc.rows_pending += 1
-    if j0 != i0:
-        # the mirrored tile: (kp, b) @ (b, m * b) -> (kp, m * b) for rows j
-        acc.cols[j0 // b].addmm_(ops.rhs[i0 : i0 + b].T, kern.view(b, m * b))
-        acc.cols_pending += 1
+    return total
 
 
 def _balanced_strips(n_blocks: int, workers: int) -> list[list[int]]:
@@ -244,20 +389,31 @@ def _balanced_strips(n_blocks: int, workers: int) -> list[list[int]]:
     return shares
 
 
-def _worker_count(device: torch.device, n_strips: int, threads: int | None) -> int:
-    if device.type != "cpu":
-        return 1
-    wanted = threads if threads is not None else torch.get_num_threads()
-    return max(1, min(wanted, n_strips))
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
-_op_threads_lock = threading.Lock()
+_threads_lock = threading.Lock()
 
 
 @contextmanager
-def _single_threaded_ops() -> Iterator[None]:
-    """Run torch ops single-threaded while our own threads split the strips."""
-    with _op_threads_lock:
+def _single_threaded_blas() -> Iterator[None]:
+    """BLAS on one thread while our own threads split the strips."""
+    from threadpoolctl import threadpool_limits
+
+    with _threads_lock, threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+@contextmanager
+def _single_threaded_torch() -> Iterator[None]:
+    """Torch ops on one thread while our own threads split the strips."""
+    import torch
+
+    with _threads_lock:
         before = torch.get_num_threads()
         torch.set_num_threads(1)
         try:

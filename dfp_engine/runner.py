@@ -48,7 +48,6 @@ from dfp_engine.training import (
     SMALL_ANALYSIS_WORK,
     StopReason,
     Trainer,
-    cpu_threads,
     resolve_device,
     seeded,
 )
@@ -191,19 +190,18 @@ def _analyse(
             raise _DivergedError(f"layer {name} holds NaN or inf values")
         n, d = features.shape
         work = n * n * (d + AUTO_GRID_SIZE)
-        threads = 1 if device.type == "cpu" and work < SMALL_ANALYSIS_WORK else None
-        with cpu_threads(threads):
-            result = analyze_frequency(
-                features,
-                labels,
-                normalization=spec.normalize,
-                # The filtering test filters in input space only, as in the F-principle paper.
-                predictions=predictions if name == "input" else None,
-                block_size=spec.block_size,
-                device=device,
-                n_classes=data.n_classes,
-                **grid_arguments(spec),
-            )
+        result = analyze_frequency(
+            features,
+            labels,
+            normalization=spec.normalize,
+            # The filtering test filters in input space only, as in the F-principle paper.
+            predictions=predictions if name == "input" else None,
+            block_size=spec.block_size,
+            device=device,
+            threads=1 if device.type == "cpu" and work < SMALL_ANALYSIS_WORK else None,
+            n_classes=data.n_classes,
+            **grid_arguments(spec),
+        )
         out.append(
             LayerAnalysis(
                 layer=name,

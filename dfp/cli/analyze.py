@@ -90,7 +90,7 @@ def analyze(
     x = load_array(features, "features")
     y = load_array(labels, "labels")
     p = load_array(predictions, "predictions") if predictions is not None else None
-    from dfp_engine.frequency import analyze_frequency  # torch loads only when needed
+    from dfp_engine.frequency import analyze_frequency  # numpy on the CPU; torch only for CUDA
 
     try:
         with progress_callback("analysing", enabled=not as_json) as on_progress:
