@@ -26,13 +26,13 @@ class ExperimentCreate(ExperimentSpec):
     )
 
     def to_spec(self) -> ExperimentSpec:
-        """The experiment spec alone, validated as such."""
-        return ExperimentSpec.model_validate(self.model_dump(exclude=set(SUBMISSION_FIELDS)))
+        """The experiment spec alone: its fields and validators already ran on this body."""
+        fields = {name: getattr(self, name) for name in ExperimentSpec.model_fields}
+        return ExperimentSpec.model_construct(self.model_fields_set - SUBMISSION_FIELDS, **fields)
 
     def run_spec(self, value: Any) -> ExperimentSpec:
         # The sweep check of the spec validator builds run specs; they must not carry our fields.
-        fields = {name: getattr(self, name) for name in ExperimentSpec.model_fields}
-        return ExperimentSpec.model_construct(**fields).run_spec(value)
+        return self.to_spec().run_spec(value)
 
 
 class PublicModel(BaseModel):

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
 
-from pydantic import ValidationError
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -65,10 +64,10 @@ def queue_for(spec: ExperimentSpec) -> str:
     return GPU_QUEUE if spec.training.device.startswith("cuda") else CPU_QUEUE
 
 
-def request_hash(spec: ExperimentSpec, tags: Sequence[str], callback_url: str | None) -> str:
+def request_hash(spec_hash: str, tags: Sequence[str], callback_url: str | None) -> str:
     """Identity of a submission, to tell an idempotent replay from a conflicting reuse of a key."""
     canonical = json.dumps(
-        {"spec": spec.spec_hash(), "tags": sorted(set(tags)), "callback_url": callback_url},
+        {"spec": spec_hash, "tags": sorted(set(tags)), "callback_url": callback_url},
         sort_keys=True,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -85,16 +84,13 @@ def submit(
 ) -> Submission:
     """Store a job and its runs; their tasks are sent once the unit of work commits."""
     session = uow.session
-    try:
-        spec = body.to_spec()
-    except ValidationError as exc:
-        raise InvalidRequestError(str(exc.errors()[0]["msg"])) from exc
-    spec = resolve_dataset_path(spec, settings)
+    spec = resolve_dataset_path(body.to_spec(), settings)
     check_spec_limits(spec, settings)
     callback_url = str(body.callback_url) if body.callback_url is not None else None
     if callback_url is not None:
         check_callback(callback_url, settings)
-    fingerprint = request_hash(spec, body.tags, callback_url)
+    spec_hash = spec.spec_hash()
+    fingerprint = request_hash(spec_hash, body.tags, callback_url)
 
     if idempotency_key is not None:
         existing = repository.get_job_by_idempotency_key(session, owner, idempotency_key)
@@ -116,7 +112,7 @@ def submit(
         "name": spec.name,
         "status": "queued",
         "spec": spec.model_dump(mode="json"),
-        "spec_hash": spec.spec_hash(),
+        "spec_hash": spec_hash,
         "request_hash": fingerprint,
         "idempotency_key": idempotency_key,
         "callback_url": callback_url,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from dfp.storage.models import ApiKey
@@ -12,6 +13,12 @@ from dfp.storage.models import ApiKey
 
 def get(session: Session, key_id: str) -> ApiKey | None:
     return session.get(ApiKey, key_id)
+
+
+def credentials(session: Session, key_id: str) -> Row[tuple[str, str, datetime | None]] | None:
+    """(owner, secret_hash, revoked_at) of a key: what authentication needs, without an ORM load."""
+    query = select(ApiKey.owner, ApiKey.secret_hash, ApiKey.revoked_at).where(ApiKey.id == key_id)
+    return session.execute(query).one_or_none()
 
 
 def add(session: Session, key: ApiKey) -> ApiKey:

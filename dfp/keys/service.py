@@ -67,9 +67,9 @@ def authenticate(session: Session, presented: str) -> str | None:
     match = KEY_PATTERN.match(presented)
     if match is None:
         return None
-    key = repository.get(session, match.group(1))
-    if key is None or key.revoked_at is not None:
+    row = repository.credentials(session, match.group(1))
+    if row is None or row.revoked_at is not None:
         return None
-    if not hmac.compare_digest(key.secret_hash, hash_key(presented)):
+    if not hmac.compare_digest(row.secret_hash, hash_key(presented)):
         return None
-    return key.owner
+    return row.owner
