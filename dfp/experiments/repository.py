@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, selectinload, undefer
 
 from dfp.storage.models import (
@@ -25,6 +25,32 @@ JOBS = cast(Table, Job.__table__)
 JOB_TAGS = cast(Table, JobTag.__table__)
 RUNS = cast(Table, Run.__table__)
 
+# The submission path's statements, built once: SQLAlchemy then reuses their cache keys and
+# compiled forms, and PostgreSQL their prepared plans (a statement built per call costs more
+# CPU than its round trip). Values travel as parameters, never inside the statement.
+_INSERT_JOB = insert(JOBS)
+_INSERT_TAGS = insert(JOB_TAGS)
+_INSERT_RUNS = insert(RUNS).returning(RUNS.c.id, sort_by_parameter_order=True)
+_COUNT_UNFINISHED = select(func.count()).select_from(
+    select(JOBS.c.id)
+    .where(
+        JOBS.c.owner == bindparam("owner"),
+        or_(*(JOBS.c.status == status for status in UNFINISHED)),
+    )
+    .limit(bindparam("up_to"))
+    .subquery()
+)
+_RUN_DEFAULTS: dict[str, Any] = {
+    "layer_names": [],
+    "history": b"",
+    "history_fields": [],
+    "n_train": 0,
+    "n_test": 0,
+    "n_analysis": 0,
+    "elapsed_seconds": 0.0,
+    "analysis_seconds": 0.0,
+}
+
 
 def get_job(session: Session, job_id: uuid.UUID, owner: str | None = None) -> Job | None:
     """A job with its tags; None if it does not exist or belongs to another owner."""
@@ -41,22 +67,11 @@ def insert_job(
     runs: Sequence[dict[str, Any]],
 ) -> list[int]:
     """Insert a job, its tags and its runs with plain INSERTs; returns the run ids in order."""
-    session.execute(insert(JOBS).values(**job))
+    session.execute(_INSERT_JOB, job)
     if tags:
-        session.execute(insert(JOB_TAGS), [{"job_id": job["id"], "tag": t} for t in tags])
-    defaults = {
-        "layer_names": [],
-        "history": b"",
-        "history_fields": [],
-        "n_train": 0,
-        "n_test": 0,
-        "n_analysis": 0,
-        "elapsed_seconds": 0.0,
-        "analysis_seconds": 0.0,
-    }
-    rows = [{**defaults, **run, "job_id": job["id"]} for run in runs]
-    result = session.execute(insert(RUNS).returning(RUNS.c.id, sort_by_parameter_order=True), rows)
-    return [int(run_id) for run_id in result.scalars()]
+        session.execute(_INSERT_TAGS, [{"job_id": job["id"], "tag": t} for t in tags])
+    rows = [{**_RUN_DEFAULTS, **run, "job_id": job["id"]} for run in runs]
+    return [int(run_id) for run_id in session.execute(_INSERT_RUNS, rows).scalars()]
 
 
 def job_status(session: Session, job_id: uuid.UUID, owner: str) -> str | None:
@@ -71,8 +86,7 @@ def get_job_by_idempotency_key(session: Session, owner: str, key: str) -> Job | 
 
 def count_unfinished(session: Session, owner: str, up_to: int) -> int:
     """The owner's queued and running jobs, counted up to `up_to` (the cost stays bounded)."""
-    unfinished = select(Job.id).where(Job.owner == owner, Job.status.in_(UNFINISHED)).limit(up_to)
-    return int(session.scalar(select(func.count()).select_from(unfinished.subquery())) or 0)
+    return int(session.scalar(_COUNT_UNFINISHED, {"owner": owner, "up_to": up_to}) or 0)
 
 
 def list_jobs(
