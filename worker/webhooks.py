@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import uuid
 from functools import partial
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from celery import bootsteps
-
-from dfp.settings import get_settings
+from dfp.settings import Settings, get_settings
 from dfp.storage.database import Database
 from dfp.storage.types import utcnow
 from dfp.webhooks import outbox
 from dfp.webhooks.delivery import post_event
 from dfp.webhooks.signing import owner_secret
-from worker.context import WorkerContext, open_database
+from worker.context import WorkerContext
 from worker.dispatch import CeleryDispatcher
+from worker.periodic import PeriodicStep
 
 log = logging.getLogger(__name__)
 
@@ -64,38 +62,18 @@ def relay(db: Database, dispatcher: CeleryDispatcher) -> list[uuid.UUID]:
     return sent
 
 
-class WebhookRelayStep(bootsteps.StartStopStep):  # type: ignore[misc]
+class WebhookRelayStep(PeriodicStep):
     """Polls the outbox every DFP_WEBHOOK_POLL_SECONDS in the worker's main process."""
 
-    requires: ClassVar[set[str]] = {"celery.worker.components:Pool"}
+    thread_name: ClassVar[str] = "dfp-webhook-relay"
 
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
-        super().__init__(parent, **kwargs)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    def first_delay(self) -> float:
+        return random.uniform(0.1, 0.5)
 
-    def start(self, parent: Any) -> None:
-        self._thread = threading.Thread(
-            target=self._loop, args=(parent.app,), name="dfp-webhook-relay", daemon=True
-        )
-        self._thread.start()
+    def period(self, settings: Settings) -> float:
+        return settings.webhook_poll_seconds
 
-    def stop(self, parent: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _loop(self, app: Any) -> None:
-        settings = get_settings()
-        db = open_database(settings)
-        dispatcher = CeleryDispatcher(app)
-        delay = random.uniform(0.1, 0.5)
-        while not self._stop.wait(delay):
-            delay = settings.webhook_poll_seconds
-            try:
-                sent = relay(db, dispatcher)
-                if sent:
-                    log.info("webhook relay: sent %s deliveries", len(sent))
-            except Exception:
-                log.exception("webhook relay pass failed; retrying next period")
-        db.dispose()
+    def run_pass(self, db: Database, settings: Settings, dispatcher: CeleryDispatcher) -> None:
+        sent = relay(db, dispatcher)
+        if sent:
+            log.info("webhook relay: sent %s deliveries", len(sent))

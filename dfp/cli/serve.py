@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from dfp.cli import app
+from dfp.cli.db import database_schema
 from dfp.cli.errors import fail
 from dfp.cli.options import DataDirOption, load_settings
 from dfp.settings import CPU_QUEUE, GPU_QUEUE, WEBHOOK_QUEUE, Settings
@@ -36,10 +37,7 @@ def ensure_local_key(settings: Settings) -> str:
             key = create_key(uow.session, "local").key
     finally:
         db.dispose()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(key + "\n")
+    write_private(path, key)
     return key
 
 
@@ -49,29 +47,27 @@ def ensure_webhook_secret(settings: Settings) -> str:
     if path.exists():
         return path.read_text(encoding="utf-8").strip()
     secret = secrets.token_urlsafe(32)
+    write_private(path, secret)
+    return secret
+
+
+def write_private(path: Path, value: str) -> None:
+    """Write a secret to a file only its owner can read (created so, never widened first)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(secret + "\n")
-    return secret
+        handle.write(value + "\n")
 
 
 def prepare_database(settings: Settings) -> None:
     """Embedded SQLite: migrate on first use. A configured database is migrated explicitly."""
     from dfp.storage import migrate
-    from dfp.storage.database import Database
 
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         migrate.upgrade(settings.resolved_database_url())
         return
-    db = Database.from_settings(settings)
-    try:
-        state = migrate.schema_state(db.engine)
-    except Exception as exc:
-        fail(f"database unreachable: {str(exc).splitlines()[0]}", exit_code=1)
-    finally:
-        db.dispose()
+    state = database_schema(settings)
     if not state.is_current:
         print(f"warning: {state.describe()}; the API answers 503 until then", file=sys.stderr)
 
