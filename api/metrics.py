@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.state import AppState
 from dfp.experiments import repository
-from dfp.settings import CPU_QUEUE, GPU_QUEUE
+from dfp.queues import CPU_QUEUE, GPU_QUEUE
 from dfp.storage.models import JOB_STATUSES
 
 log = logging.getLogger(__name__)

@@ -9,12 +9,6 @@ from typing import Any
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Queue names; the spec's training.device picks one (cuda* -> gpu, anything else -> cpu).
-CPU_QUEUE = "cpu"
-GPU_QUEUE = "gpu"
-# Webhook deliveries have a queue of their own: a slow receiver never holds up a training run.
-WEBHOOK_QUEUE = "webhooks"
-
 
 class Settings(BaseSettings):
     """Every knob of dfp; each field is read from `DFP_<FIELD>` (case-insensitive)."""

@@ -7,7 +7,7 @@ import uuid
 from celery import Celery
 from kombu.exceptions import ChannelError
 
-from dfp.settings import WEBHOOK_QUEUE
+from dfp.queues import WEBHOOK_QUEUE
 from worker.app import DELIVER_WEBHOOK, EXECUTE_RUN
 
 

@@ -10,19 +10,19 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
 
 from dfp.cli import app
 from dfp.cli.errors import fail
 from dfp.cli.options import ApiKeyOption, UrlOption, load_settings
 from dfp.cli.progress import progress_callback
-from dfp.client import Client
 from dfp.errors import DfpError
-from dfp.experiments.schemas import ExperimentPublic
-from dfp.fields import field_path
+
+if TYPE_CHECKING:
+    from dfp.client import Client
+    from dfp.experiments.schemas import ExperimentPublic
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the full JSON document.")]
 RunOption = Annotated[list[int] | None, typer.Option("--run", help="Only this run (repeatable).")]
@@ -37,6 +37,8 @@ EpochOption = Annotated[
 @contextmanager
 def connect(url: str | None, api_key: str | None) -> Iterator[Client]:
     """A client; server errors become one-line messages (exit 2 for a bad request, 1 otherwise)."""
+    from dfp.client import Client
+
     try:
         with Client(url, api_key, settings=load_settings()) as client:
             yield client
@@ -92,6 +94,9 @@ def submit(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Submit a spec; prints the experiment id (with --wait, waits and exits 0 on success)."""
+    from pydantic import ValidationError
+
+    from dfp.fields import field_path
     from dfp_engine.spec import load_spec
 
     if not spec.is_file():

@@ -10,9 +10,9 @@ import typer
 from dfp.cli import app
 from dfp.cli.errors import fail
 from dfp.cli.options import DataDirOption, load_settings
-from dfp.settings import Settings
 
 if TYPE_CHECKING:
+    from dfp.settings import Settings
     from dfp.storage.migrate import SchemaState
 
 db_app = typer.Typer(help="Database schema: upgrade and inspect.", no_args_is_help=True)

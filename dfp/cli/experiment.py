@@ -13,16 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
 from dfp.cli import app
 from dfp.cli.errors import fail
 from dfp.cli.progress import progress_bar
-from dfp_engine.spec import ExperimentSpec, describe_validation_error, load_spec, spec_json_schema
 
 if TYPE_CHECKING:
     from dfp_engine.results import ExperimentResult
     from dfp_engine.runner import Progress
+    from dfp_engine.spec import ExperimentSpec
 
 SetOption = Annotated[
     list[str] | None,
@@ -34,6 +33,10 @@ SetOption = Annotated[
 
 def read_spec(path: Path, overrides: list[str] | None = None) -> ExperimentSpec:
     """Load and validate a spec file, or fail with one line naming the field."""
+    from pydantic import ValidationError
+
+    from dfp_engine.spec import describe_validation_error, load_spec
+
     try:
         return load_spec(path, overrides or [])
     except ValidationError as exc:
@@ -60,6 +63,8 @@ def validate(
 @app.command("spec-schema")
 def spec_schema() -> None:
     """Print the JSON schema of experiment specs."""
+    from dfp_engine.spec import spec_json_schema
+
     sys.stdout.write(json.dumps(spec_json_schema(), indent=2) + "\n")
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dfp.settings import Settings
+if TYPE_CHECKING:
+    from dfp.settings import Settings
 
 DataDirOption = Annotated[
     Path | None,
@@ -28,6 +29,8 @@ ApiKeyOption = Annotated[
 
 def load_settings(data_dir: Path | None = None) -> Settings:
     """Settings from the environment, with --data-dir applied (and exported to child processes)."""
+    from dfp.settings import Settings
+
     if data_dir is not None:
         os.environ["DFP_DATA_DIR"] = str(data_dir.expanduser().resolve())
     try:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,7 +16,10 @@ from dfp.cli import app
 from dfp.cli.db import database_schema
 from dfp.cli.errors import fail
 from dfp.cli.options import DataDirOption, load_settings
-from dfp.settings import CPU_QUEUE, GPU_QUEUE, WEBHOOK_QUEUE, Settings
+from dfp.queues import CPU_QUEUE, GPU_QUEUE, WEBHOOK_QUEUE
+
+if TYPE_CHECKING:
+    from dfp.settings import Settings
 
 WORKER_STOP_SECONDS = 10
 

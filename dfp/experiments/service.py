@@ -35,7 +35,8 @@ from dfp.experiments.schemas import (
     ReproducibilityPublic,
     RunPublic,
 )
-from dfp.settings import CPU_QUEUE, GPU_QUEUE, Settings
+from dfp.queues import CPU_QUEUE, GPU_QUEUE
+from dfp.settings import Settings
 from dfp.storage.database import UnitOfWork
 from dfp.storage.models import TERMINAL_STATUSES, Job, JobTag, Run
 from dfp.storage.types import utcnow
