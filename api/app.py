@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,6 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Requests do their database work in these threads; more threads than database
         # connections only adds contention for the GIL.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+        # What start-up built (~160k objects) lives as long as the process: frozen, the garbage
+        # collector's full passes skip it instead of stalling every request for ~0.1 s each.
+        gc.collect()
+        gc.freeze()
         schema = state.schema.check()
         if schema is None:
             log.error("database unreachable at start-up: %s", state.schema.error)
