@@ -146,13 +146,17 @@ async def post_concurrently(
 
 
 def finish_all(db: Database) -> None:
-    """Mark every bench submission finished, as workers would have (not timed)."""
+    """Mark every bench submission finished, as workers would have, and vacuum (not timed)."""
     from sqlalchemy import update
 
     from dfp.storage.models import Job
 
     with db.unit_of_work() as uow:
         uow.session.execute(update(Job).where(Job.owner != "raw").values(status="succeeded"))
+    # What autovacuum does in a service that runs for a while: without it, every limit check
+    # would step over the dead index entries the UPDATE left, more of them each phase.
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("VACUUM ANALYZE jobs")
 
 
 def raw_work(

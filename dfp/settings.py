@@ -25,7 +25,10 @@ class Settings(BaseSettings):
     # API server (also the client's default address when DFP_URL is unset).
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    api_threads: int = Field(16, ge=1, description="Threads serving requests per API process.")
+    # A request holds its thread mostly for Python work under the GIL: on 2 cores, 4 threads
+    # served 15-20 % more submissions per second than 16 (they overlap the database round trips
+    # without fighting over the GIL). Long-polls wait outside the threads.
+    api_threads: int = Field(4, ge=1, description="Threads serving requests per API process.")
     db_pool_size: int = Field(16, ge=1)
     db_max_overflow: int = Field(8, ge=0)
     db_connect_timeout: float = Field(5.0, gt=0)
