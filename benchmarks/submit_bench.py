@@ -35,6 +35,7 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.http_load import HttpConnection, percentile  # noqa: E402
 from dfp.experiments import lifecycle  # noqa: E402
 from dfp.keys.service import create_key  # noqa: E402
 from dfp.settings import Settings  # noqa: E402
@@ -55,11 +56,6 @@ SPEC: dict[str, Any] = {
 }
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
 def summary(name: str, latencies: list[float], wall: float) -> dict[str, float]:
     stats = {
         "throughput_per_s": len(latencies) / wall,
@@ -71,39 +67,6 @@ def summary(name: str, latencies: list[float], wall: float) -> dict[str, float]:
         f"   p99 {stats['p99_ms']:6.1f} ms   ({len(latencies)} in {wall:.2f} s)"
     )
     return stats
-
-
-class HttpConnection:
-    """A minimal keep-alive HTTP/1.1 client: the load generator must cost the server's cores
-    as little as possible (a full client library costs more CPU per request than the API)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self.writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{head}\r\n".encode()
-            + body
-        )
-        status_line = await self.reader.readline()
-        length = 0
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode().partition(":")
-            if name.lower() == "content-length":
-                length = int(value)
-        return int(status_line.split()[1]), await self.reader.readexactly(length)
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            await self.writer.wait_closed()
 
 
 async def post_concurrently(
@@ -128,7 +91,9 @@ async def post_concurrently(
                     await asyncio.sleep(max(0.0, due - time.perf_counter()))
                     due += interval
                 start = time.perf_counter()
-                status, payload = await connection.post("/v1/experiments", body, headers)
+                status, _, payload = await connection.request(
+                    "POST", "/v1/experiments", headers, body
+                )
                 latencies.append(time.perf_counter() - start)
                 if status != 202:
                     raise RuntimeError(f"{status}: {payload[:300]!r}")
