@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import Depends, FastAPI
 
-from api import experiments, health, webhooks
+from api import events, experiments, health, openapi, webhooks
 from api.deps import reject_unknown_query
 from api.errors import install_error_handlers
 from api.metrics import LatencyMiddleware, create_registry
@@ -77,8 +77,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     install_error_handlers(app)
     app.include_router(experiments.router)
+    events.install(app)
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    openapi.install(app)
     # Bodies are checked before routing; the latency middleware times refusals too.
     app.add_middleware(RequestBodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(LatencyMiddleware, histogram=latency)

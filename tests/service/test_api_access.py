@@ -111,6 +111,7 @@ def test_openapi_declares_operation_ids_and_the_error_shape(backend: Backend) ->
         "submitExperiment",
         "listExperiments",
         "getExperiment",
+        "streamExperimentEvents",
         "getExperimentResults",
         "getExperimentResultsCsv",
         "listExperimentFigures",
@@ -126,6 +127,7 @@ def test_openapi_declares_operation_ids_and_the_error_shape(backend: Backend) ->
     for name, operation in operations.items():
         for status, response in operation["responses"].items():
             if status.startswith(("4", "5")):
+                assert list(response["content"]) == ["application/json"], (name, status)
                 schema = response["content"]["application/json"]["schema"]
                 assert schema["$ref"] == error_ref, (name, status)
     submit = operations["submitExperiment"]

@@ -57,6 +57,7 @@ OPERATIONS = [
     "submitExperiment",
     "listExperiments",
     "getExperiment",
+    "streamExperimentEvents",
     "getExperimentResults",
     "getExperimentResultsCsv",
     "listExperimentFigures",
@@ -71,6 +72,7 @@ OPERATIONS = [
 # Operations fuzzed once more against the real experiment (deleting it would end that).
 ON_REAL_EXPERIMENT = {
     "getExperiment",
+    "streamExperimentEvents",
     "getExperimentResults",
     "getExperimentResultsCsv",
     "listExperimentFigures",
