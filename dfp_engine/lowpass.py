@@ -333,6 +333,7 @@ def _run_strips(
     results: list[np.ndarray | None] = [None] * workers
     total_tiles = n_blocks * (n_blocks + 1) // 2
     done = [0] * workers
+    errors: list[BaseException] = []
 
     def work(w: int) -> None:
         worker = make_worker()
@@ -357,7 +358,10 @@ def _run_strips(
         work(0)
     else:
         with quiet:
-            helpers = [threading.Thread(target=work, args=(w,)) for w in range(1, workers)]
+            helpers = [
+                threading.Thread(target=_recording(work, errors), args=(w,))
+                for w in range(1, workers)
+            ]
             for t in helpers:
                 t.start()
             try:
@@ -365,17 +369,31 @@ def _run_strips(
             finally:
                 for t in helpers:
                     t.join()
+        if errors:
+            # The helper's own exception (e.g. MemoryError), not a generic one.
+            raise errors[0]
     if on_progress is not None:
         on_progress(1.0)
     # A fixed strip-to-worker assignment and a fixed order of this sum keep the result
     # bit-for-bit deterministic whatever the threads' timing.
     total: np.ndarray | None = None
     for part in results:
-        if part is None:
-            raise RuntimeError("a low-pass worker thread failed")
+        assert part is not None  # every worker either stored its totals or raised above
         total = part if total is None else total + part
     assert total is not None
     return total
+
+
+def _recording(work: Callable[[int], None], errors: list[BaseException]) -> Callable[[int], None]:
+    """`work` for a helper thread: an exception is kept for the caller to re-raise."""
+
+    def run(w: int) -> None:
+        try:
+            work(w)
+        except BaseException as exc:  # handed to the calling thread, re-raised there
+            errors.append(exc)
+
+    return run
 
 
 def _balanced_strips(n_blocks: int, workers: int) -> list[list[int]]:
