@@ -1,4 +1,4 @@
-"""Low Frequency Ratio, Ratio Density Function and the filtering test (METHOD.md §2-§4)."""
+"""Low Frequency Ratio, Ratio Density Function and the filtering test (docs/method.md §2-§4)."""
 
 from __future__ import annotations
 
@@ -305,7 +305,7 @@ def filtering_test(
     device: str | torch.device = "cpu",
     n_classes: int | None = None,
 ) -> FrequencyResult:
-    """The F-principle filtering test (METHOD §4): e_low, e_high of predictions vs targets.
+    """The F-principle filtering test (docs/method.md §4): e_low, e_high of predictions vs targets.
 
     Filters in input space (no normalisation by default, as in the original demo).
     """

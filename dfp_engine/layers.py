@@ -2,8 +2,8 @@
 
 Names, in forward order: `input`, then the hidden layers (`hidden.1` … for the MLP; `stage.1` …
 then `head.1` … for conv nets; the ResNet adds `stem` first), then `output`. Analysis may also
-count from the output (METHOD §1): `-1` is the output, `-2` the last hidden layer, and so on;
-a non-negative integer k is the k-th name (`0` is the input).
+count from the output (docs/method.md §1): `-1` is the output, `-2` the last hidden layer, and
+so on; a non-negative integer k is the k-th name (`0` is the input).
 """
 
 from __future__ import annotations

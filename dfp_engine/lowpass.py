@@ -528,12 +528,16 @@ def _run_groups(
 def _run_workers(
     work: Callable[[int], None], workers: int, quiet: AbstractContextManager[object]
 ) -> None:
-    """work(0) on this thread, work(1 … workers-1) on helper threads, all joined."""
+    """work(0) on this thread, work(1 … workers-1) on helper threads, all joined; a helper's
+    exception is re-raised here."""
     if workers == 1:
         work(0)
         return
+    errors: list[BaseException] = []
     with quiet:
-        helpers = [threading.Thread(target=work, args=(w,)) for w in range(1, workers)]
+        helpers = [
+            threading.Thread(target=_recording(work, errors), args=(w,)) for w in range(1, workers)
+        ]
         for t in helpers:
             t.start()
         try:
@@ -541,6 +545,9 @@ def _run_workers(
         finally:
             for t in helpers:
                 t.join()
+    if errors:
+        # The helper's own exception (e.g. MemoryError), not a generic one.
+        raise errors[0]
 
 
 def _sum_in_order(results: list[np.ndarray | None]) -> np.ndarray:
@@ -551,11 +558,22 @@ def _sum_in_order(results: list[np.ndarray | None]) -> np.ndarray:
     """
     total: np.ndarray | None = None
     for part in results:
-        if part is None:
-            raise RuntimeError("a low-pass worker thread failed")
+        assert part is not None  # every worker either stored its totals or raised above
         total = part if total is None else total + part
     assert total is not None
     return total
+
+
+def _recording(work: Callable[[int], None], errors: list[BaseException]) -> Callable[[int], None]:
+    """`work` for a helper thread: an exception is kept for the caller to re-raise."""
+
+    def run(w: int) -> None:
+        try:
+            work(w)
+        except BaseException as exc:  # handed to the calling thread, re-raised there
+            errors.append(exc)
+
+    return run
 
 
 def _balanced_shares(loads: list[int], workers: int) -> list[list[int]]:

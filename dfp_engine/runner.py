@@ -2,7 +2,7 @@
 
 `run_one` trains one run (one sweep value) and analyses the effective target function
 {(h^[l](x_i), y_i)} of every requested layer on a fixed, seeded subset of the training inputs
-at each checkpoint (METHOD §1-§4). `run_experiment` runs them all and assembles the result.
+at each checkpoint (docs/method.md §1-§4). `run_experiment` runs them all and assembles the result.
 Training problems never raise: a diverged run is `failed` with code `diverged`, a cancelled
 one `cancelled`, both with everything recorded so far. Bad specs or data raise ValueError.
 """
@@ -179,7 +179,7 @@ def _analyse(
     reps, outputs = capture_representations(model, x, layers)
     predictions = None
     if spec.filtering_test:
-        # The filtering test compares the network's outputs with the labels (METHOD §4).
+        # The filtering test compares the network's outputs with the labels (docs/method.md §4).
         predictions = (
             torch.softmax(outputs, dim=1) if run.training.loss == "cross_entropy" else outputs
         ).cpu()

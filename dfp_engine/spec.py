@@ -439,7 +439,8 @@ class AnalysisSpec(SpecModel):
     )
     normalize: NormalizationMode = "max_abs_per_dim"
     filtering_test: bool = Field(
-        False, description="Also compute e_low/e_high of the outputs in input space (METHOD §4)."
+        False,
+        description="Also compute e_low/e_high of the outputs in input space (docs/method.md §4).",
     )
     n_samples: int = Field(2000, ge=2, le=1_000_000, description="Seeded analysis subset size.")
     summary_layer: LayerName | None = Field(
