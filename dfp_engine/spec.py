@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 import math
+import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
@@ -169,6 +170,27 @@ class NpzDataset(DatasetCommon):
     path: PlainText = Field(..., min_length=1, max_length=4096)
 
 
+ArrayName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class UploadedDataset(DatasetCommon):
+    """An .npz uploaded to the dfp service (POST /v1/datasets), named by its id; the service
+    checks the id and array names at submission and its workers read the stored file."""
+
+    kind: Literal["uploaded"] = "uploaded"
+    id: uuid.UUID = Field(..., description="The id POST /v1/datasets answered.")
+    x: ArrayName = Field("x", description="Array of inputs, (n, ...).")
+    y: ArrayName = Field("y", description="Array of targets: (n,) int classes or real (n[, c]).")
+    x_test: ArrayName | None = Field(None, description="Held-out inputs (with y_test).")
+    y_test: ArrayName | None = Field(None, description="Held-out targets (with x_test).")
+
+    @model_validator(mode="after")
+    def _test_pair(self) -> UploadedDataset:
+        if (self.x_test is None) != (self.y_test is None):
+            field_error(("x_test",), "give both x_test and y_test, or neither", self.x_test)
+        return self
+
+
 def _kind_tag(default: str, aliases: dict[str, str]) -> Any:
     """Discriminator on `kind` that treats an omitted kind as `default`."""
 
@@ -185,14 +207,15 @@ DatasetSpec = Annotated[
     | Annotated[DigitsDataset, Tag("digits")]
     | Annotated[MNIST1DDataset, Tag("mnist1d")]
     | Annotated[TorchvisionDataset, Tag("torchvision")]
-    | Annotated[NpzDataset, Tag("npz")],
+    | Annotated[NpzDataset, Tag("npz")]
+    | Annotated[UploadedDataset, Tag("uploaded")],
     Discriminator(
         _kind_tag(
             "synthetic_1d", dict.fromkeys(("mnist", "fashion_mnist", "cifar10"), "torchvision")
         ),
         custom_error_type="dataset_kind",
         custom_error_message="kind must be one of synthetic_1d, synthetic_nd, digits, mnist1d, "
-        "mnist, fashion_mnist, cifar10, npz",
+        "mnist, fashion_mnist, cifar10, npz, uploaded",
     ),
 ]
 
@@ -518,7 +541,15 @@ _UNSWEEPABLE = {"name", "sweep"}
 # Locations whose next segment may be a union tag rather than a field: tags are dropped from
 # user-facing paths.
 _TAGGED_UNIONS: dict[tuple[str | int, ...], set[str]] = {
-    ("dataset",): {"synthetic_1d", "synthetic_nd", "digits", "mnist1d", "torchvision", "npz"},
+    ("dataset",): {
+        "synthetic_1d",
+        "synthetic_nd",
+        "digits",
+        "mnist1d",
+        "torchvision",
+        "npz",
+        "uploaded",
+    },
     ("model",): {"mlp", "cnn", "resnet"},
     ("analysis", "deltas"): {"auto", "list", "inverse", "grid"},
     ("analysis", "layers"): {"all", "list"},
@@ -548,7 +579,7 @@ class ExperimentSpec(SpecModel):
                 f"cross_entropy needs class labels; dataset '{kind}' is a regression target",
                 self.training.loss,
             )
-        if self.model.kind != "mlp" and kind not in IMAGE_DATASETS | {"npz"}:
+        if self.model.kind != "mlp" and kind not in IMAGE_DATASETS | {"npz", "uploaded"}:
             field_error(
                 ("model", "kind"),
                 f"'{self.model.kind}' needs an image dataset (digits, mnist, fashion_mnist, "

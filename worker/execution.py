@@ -22,6 +22,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from dfp.datasets.materialize import engine_spec
 from dfp.experiments import lifecycle
 from dfp.experiments.curves import checkpoint_bytes, history_bytes
 from dfp.experiments.lifecycle import Lease, ProgressReport
@@ -199,13 +200,14 @@ def _run(ctx: WorkerContext, lease: Lease, spec: ExperimentSpec) -> tuple[RunRes
     monitor = RunMonitor(ctx.db, lease, settings.heartbeat_seconds, settings.max_result_bytes)
     with monitor:
         try:
-            result = run_one(
-                spec,
-                lease.index,
-                on_progress=lambda p: monitor.report(_progress(p)),
-                should_cancel=monitor.should_cancel,
-                on_checkpoint=lambda _index, checkpoint: monitor.store_checkpoint(checkpoint),
-            )
+            with engine_spec(ctx.db, settings, spec) as readable:
+                result = run_one(
+                    readable,
+                    lease.index,
+                    on_progress=lambda p: monitor.report(_progress(p)),
+                    should_cancel=monitor.should_cancel,
+                    on_checkpoint=lambda _index, c: monitor.store_checkpoint(c),
+                )
         except ValueError as exc:  # the engine's word for bad specs and missing data
             result = _failed(lease, "invalid_spec", str(exc))
         except SoftTimeLimitExceeded:
