@@ -24,7 +24,6 @@ from dfp_engine import __version__
 from dfp_engine.capture import capture_representations
 from dfp_engine.datasets import Dataset, load_dataset
 from dfp_engine.frequency import analyze_frequency
-from dfp_engine.layers import capture_names, resolve_layer, resolve_layers
 from dfp_engine.models import Network, build_model
 from dfp_engine.results import (
     Checkpoint,
@@ -43,6 +42,9 @@ from dfp_engine.spec import (
     EveryEpochs,
     ExperimentSpec,
     InverseDeltas,
+    capture_names,
+    resolve_layer,
+    resolve_layers,
 )
 from dfp_engine.training import (
     SMALL_ANALYSIS_WORK,
