@@ -244,7 +244,7 @@ def run_one(
     if not 0 <= index < len(values):
         raise ValueError(f"run index {index} is out of range: the spec has {len(values)} run(s)")
     started = time.perf_counter()
-    run = spec.run_spec(values[index])
+    run = spec.run_specs[index]
     state = _Run(spec, run, index, on_progress, on_checkpoint)
     cancelled = should_cancel if should_cancel is not None else lambda: False
     if cancelled():
@@ -414,7 +414,7 @@ def summarize(spec: ExperimentSpec, runs: list[RunResult]) -> list[SummaryRow]:
     """Per run: sweep value, time to target, final loss and the summary layer's RDF peaks."""
     rows: list[SummaryRow] = []
     for run in runs:
-        layer = summary_layer(spec.run_spec(run.sweep_value) if spec.sweep else spec)
+        layer = summary_layer(spec.run_specs[run.index])
         peaks: dict[str, float | None] = {}
         for checkpoint in run.checkpoints:
             match = next((la for la in checkpoint.layers if la.layer == layer), None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cached_property
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -115,27 +116,41 @@ class ExperimentSpec(SpecModel):
     def _check_sweep(self, sweep: SweepSpec) -> None:
         if sweep.field.split(".")[0] in _UNSWEEPABLE:
             field_error(("sweep", "field"), f"'{sweep.field}' cannot be swept", sweep.field)
-        for i, value in enumerate(sweep.values):
-            try:
-                self.run_spec(value)
-            except ValidationError as exc:
-                field_error(
-                    ("sweep", "values", i),
-                    f"{sweep.field} = {value!r} is invalid: {describe_validation_error(exc)}",
-                    value,
-                )
-            except ValueError as exc:
-                field_error(("sweep", "field"), str(exc), sweep.field)
+        _ = self.run_specs  # validates every run spec; they stay for everyone who runs them
+
+    @cached_property
+    def run_specs(self) -> tuple[ExperimentSpec, ...]:
+        """The single-run spec of each sweep value, in order, built once per spec."""
+        if self.sweep is None:
+            return (self,)
+        return tuple(self._sweep_run(i, value) for i, value in enumerate(self.sweep.values))
+
+    def _sweep_run(self, i: int, value: Any) -> ExperimentSpec:
+        """Run spec `i`; a bad value or field is a validation error at its place in the spec."""
+        assert self.sweep is not None
+        try:
+            return self.run_spec(value)
+        except ValidationError as exc:
+            field_error(
+                ("sweep", "values", i),
+                f"{self.sweep.field} = {value!r} is invalid: {describe_validation_error(exc)}",
+                value,
+            )
+        except ValueError as exc:
+            field_error(("sweep", "field"), str(exc), self.sweep.field)
 
     def run_values(self) -> list[Any]:
         """The sweep values, or [None] for a single run."""
         return list(self.sweep.values) if self.sweep is not None else [None]
 
     def run_spec(self, value: Any) -> ExperimentSpec:
-        """The single-run spec for one sweep value (the spec itself when not sweeping)."""
+        """The single-run spec for one sweep value (the spec itself when not sweeping).
+
+        Builds and validates a new spec: `run_specs` holds them all, built once."""
         if self.sweep is None:
             return self
-        data = self.model_dump(mode="json")
+        # Only the spec's own fields: a subclass (the API's request body) adds others.
+        data = self.model_dump(mode="json", include=set(ExperimentSpec.model_fields))
         data["sweep"] = None
         node = data
         *parents, leaf = self.sweep.field.split(".")
