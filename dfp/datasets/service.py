@@ -193,8 +193,8 @@ def check_spec_dataset(
             details={"field": "sweep.field"},
         )
     ids: set[uuid.UUID] = set()
-    for value in spec.run_values():
-        dataset = spec.run_spec(value).dataset
+    for run_spec in spec.run_specs:
+        dataset = run_spec.dataset
         if not isinstance(dataset, UploadedDataset):
             continue
         ids.add(dataset.id)

@@ -132,13 +132,13 @@ def submit(
             "index": index,
             "sweep_value": value,
             "status": "queued",
-            "queue": queue_for(spec.run_spec(value)),
+            "queue": queue_for(run_spec),
             "attempts": 0,
             "enqueues": 1,
             "enqueued_at": now,
             "progress_fraction": 0.0,
         }
-        for index, value in enumerate(values)
+        for index, (value, run_spec) in enumerate(zip(values, spec.run_specs, strict=True))
     ]
     if idempotency_key is None:
         run_ids = repository.insert_job(session, job_row, tags, run_rows)
