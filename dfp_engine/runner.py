@@ -24,7 +24,6 @@ from dfp_engine import __version__
 from dfp_engine.capture import capture_representations
 from dfp_engine.datasets import Dataset, load_dataset
 from dfp_engine.frequency import analyze_frequency
-from dfp_engine.layers import capture_names, resolve_layer, resolve_layers
 from dfp_engine.models import Network, build_model
 from dfp_engine.results import (
     Checkpoint,
@@ -43,6 +42,9 @@ from dfp_engine.spec import (
     EveryEpochs,
     ExperimentSpec,
     InverseDeltas,
+    capture_names,
+    resolve_layer,
+    resolve_layers,
 )
 from dfp_engine.training import (
     SMALL_ANALYSIS_WORK,
@@ -219,7 +221,7 @@ def run_one(
     if not 0 <= index < len(values):
         raise ValueError(f"run index {index} is out of range: the spec has {len(values)} run(s)")
     started = time.perf_counter()
-    run = spec.run_spec(values[index])
+    run = spec.run_specs[index]
     state = _Run(spec, run, index, on_progress, on_checkpoint)
     cancelled = should_cancel if should_cancel is not None else lambda: False
     if cancelled():
@@ -389,7 +391,7 @@ def summarize(spec: ExperimentSpec, runs: list[RunResult]) -> list[SummaryRow]:
     """Per run: sweep value, time to target, final loss and the summary layer's RDF peaks."""
     rows: list[SummaryRow] = []
     for run in runs:
-        layer = summary_layer(spec.run_spec(run.sweep_value) if spec.sweep else spec)
+        layer = summary_layer(spec.run_specs[run.index])
         peaks: dict[str, float | None] = {}
         for checkpoint in run.checkpoints:
             match = next((la for la in checkpoint.layers if la.layer == layer), None)
