@@ -446,6 +446,28 @@ class AnalysisSpec(SpecModel):
         None, description="Layer for the sweep summary; default the deepest analysed layer."
     )
     block_size: int | None = Field(None, ge=1, le=1_000_000)
+    fourier: bool = Field(
+        False,
+        description="Compare the spectra of the output and the target at every checkpoint "
+        "(1-D regression on a uniform grid: the DFT; otherwise along fourier_direction).",
+    )
+    fourier_direction: list[float] | None = Field(
+        None,
+        min_length=1,
+        max_length=10_000,
+        description="Unit-normalised direction of the non-uniform transform (default: the "
+        "first input axis).",
+    )
+    fourier_peak_floor: float = Field(
+        0.1, gt=0.0, lt=1.0, description="Target peaks count above this share of the largest."
+    )
+
+    @field_validator("fourier_direction")
+    @classmethod
+    def _nonzero_direction(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not any(abs(c) > 0 for c in v):
+            raise ValueError("must not be the zero vector")
+        return v
 
     @field_validator("layers", "summary_layer", mode="before")
     @classmethod
@@ -535,13 +557,28 @@ class ExperimentSpec(SpecModel):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     sweep: SweepSpec | None = None
+    repeats: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="Runs per sweep value, with training.seed, seed + 1, … (verdicts across "
+        "seeds).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSpec:
+        if self.training.seed + self.repeats - 1 > MAX_SEED:
+            field_error(
+                ("repeats",),
+                f"training.seed + repeats - 1 must be at most {MAX_SEED}",
+                self.repeats,
+            )
         if self.sweep is not None:
             self._check_sweep(self.sweep)
             return self  # every run spec gets the checks below
         kind = self.dataset.kind
+        if self.analysis.fourier:
+            self._check_fourier()
         if self.training.loss == "cross_entropy" and kind in REGRESSION_DATASETS:
             field_error(
                 ("training", "loss"),
@@ -579,6 +616,24 @@ class ExperimentSpec(SpecModel):
                 field_error(("analysis", "summary_layer"), str(exc), self.analysis.summary_layer)
         return self
 
+    def _check_fourier(self) -> None:
+        data = self.dataset
+        if data.kind not in REGRESSION_DATASETS | {"npz"}:
+            field_error(
+                ("analysis", "fourier"),
+                f"needs a regression target on vector inputs (synthetic_1d, synthetic_nd or "
+                f"npz); '{data.kind}' has class labels",
+                True,
+            )
+        direction = self.analysis.fourier_direction
+        dim = 1 if data.kind == "synthetic_1d" else getattr(data, "dim", None)
+        if direction is not None and dim is not None and len(direction) != dim:
+            field_error(
+                ("analysis", "fourier_direction"),
+                f"has {len(direction)} components but the inputs have {dim}",
+                direction,
+            )
+
     def _check_sweep(self, sweep: SweepSpec) -> None:
         if sweep.field.split(".")[0] in _UNSWEEPABLE:
             field_error(("sweep", "field"), f"'{sweep.field}' cannot be swept", sweep.field)
@@ -595,8 +650,20 @@ class ExperimentSpec(SpecModel):
                 field_error(("sweep", "field"), str(exc), sweep.field)
 
     def run_values(self) -> list[Any]:
-        """The sweep values, or [None] for a single run."""
-        return list(self.sweep.values) if self.sweep is not None else [None]
+        """The sweep value of every run ([None] for a single run), each `repeats` times."""
+        values = list(self.sweep.values) if self.sweep is not None else [None]
+        return [value for value in values for _ in range(self.repeats)]
+
+    def run_spec_at(self, index: int) -> ExperimentSpec:
+        """The single-run spec of run `index`: its sweep value and its repeat's seed."""
+        run = self.run_spec(self.run_values()[index])
+        repeat = index % self.repeats
+        if self.repeats == 1:
+            return run
+        data = run.model_dump(mode="json")
+        data["training"]["seed"] = run.training.seed + repeat
+        data["repeats"] = 1
+        return ExperimentSpec.model_validate(data)
 
     def run_spec(self, value: Any) -> ExperimentSpec:
         """The single-run spec for one sweep value (the spec itself when not sweeping)."""

@@ -175,7 +175,7 @@ def _execute(ctx: WorkerContext, lease: Lease) -> None:
             _release(ctx, lease, "its worker shut down")
             return
         result = _within_size_limit(ctx, lease, result, monitor)
-    environment = _environment(spec.run_spec(lease.sweep_value), ctx) if spec else None
+    environment = _environment(spec.run_spec_at(lease.index), ctx) if spec else None
     stored = _store(ctx, lease, result, environment, _summarizer(spec))
     log.info(
         "run %s: %s%s", lease.run_id, result.status, "" if stored else " (lease lost; discarded)"
