@@ -2,7 +2,7 @@
 
 `run_one` trains one run (one sweep value) and analyses the effective target function
 {(h^[l](x_i), y_i)} of every requested layer on a fixed, seeded subset of the training inputs
-at each checkpoint (METHOD §1-§4). `run_experiment` runs them all and assembles the result.
+at each checkpoint (docs/method.md §1-§4). `run_experiment` runs them all and assembles the result.
 Training problems never raise: a diverged run is `failed` with code `diverged`, a cancelled
 one `cancelled`, both with everything recorded so far. Bad specs or data raise ValueError.
 """
@@ -24,7 +24,6 @@ from dfp_engine import __version__
 from dfp_engine.capture import capture_representations
 from dfp_engine.datasets import Dataset, load_dataset
 from dfp_engine.frequency import analyze_frequency
-from dfp_engine.layers import capture_names, resolve_layer, resolve_layers
 from dfp_engine.models import Network, build_model
 from dfp_engine.results import (
     Checkpoint,
@@ -44,6 +43,9 @@ from dfp_engine.spec import (
     EveryEpochs,
     ExperimentSpec,
     InverseDeltas,
+    capture_names,
+    resolve_layer,
+    resolve_layers,
 )
 from dfp_engine.thresholds import VerdictThresholds
 from dfp_engine.training import (
@@ -185,7 +187,7 @@ def _analyse(
     reps, outputs = capture_representations(model, x, layers)
     predictions = None
     if spec.filtering_test:
-        # The filtering test compares the network's outputs with the labels (METHOD §4).
+        # The filtering test compares the network's outputs with the labels (docs/method.md §4).
         predictions = (
             torch.softmax(outputs, dim=1) if run.training.loss == "cross_entropy" else outputs
         ).cpu()

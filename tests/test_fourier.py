@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 from tiny_specs import merge
 
+from dfp.figures import figure_names, render_figure
 from dfp_engine.fourier import compare, dft, dominant_frequency, is_uniform_grid, nudft, peaks
 from dfp_engine.runner import run_experiment
 from dfp_engine.spec import ExperimentSpec, describe_validation_error
@@ -93,6 +94,8 @@ def test_runs_record_a_spectrum_at_every_checkpoint() -> None:
     # the grid frequencies next to 1 and 4.
     assert first.peaks == pytest.approx([63 / 64, 4 * 63 / 64])
     assert all(len(f.relative_error_at_peaks) == 2 for f in run.fourier)
+    assert "fourier_run_0" in figure_names(result)
+    assert render_figure(result, "fourier_run_0").startswith(b"\x89PNG")
     scattered = fourier_spec(dataset={"sampling": "uniform", "n_points": 64})
     (nu,) = run_experiment(ExperimentSpec.model_validate(scattered)).runs
     assert nu.fourier[0].method == "nudft"
