@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from dfp_engine.frequency import FrequencyResult
 
 RunStatus = Literal["succeeded", "failed", "cancelled"]
 Outcome = Literal["holds", "does_not_hold", "inconclusive"]
@@ -36,6 +40,32 @@ class LayerAnalysis(ResultModel):
     n_samples: int | None = None
     e_low: list[float] | None = None
     e_high: list[float] | None = None
+
+    @classmethod
+    def from_frequency(cls, layer: str, result: FrequencyResult) -> LayerAnalysis:
+        """The stored record of one layer's FrequencyResult."""
+        return cls(
+            layer=layer,
+            dim=result.dim,
+            normalization=result.normalization,
+            deltas=result.deltas,
+            inverse_deltas=result.inverse_deltas,
+            lfr=result.lfr,
+            rdf_inverse_deltas=result.rdf_inverse_deltas,
+            rdf=result.rdf,
+            peak_inverse_delta=result.peak_inverse_delta,
+            mean_inverse_delta=result.mean_inverse_delta,
+            lfr_limit=result.lfr_limit,
+            n_samples=result.n_samples,
+            e_low=_finite_or_none(result.e_low),  # type: ignore[arg-type]
+            e_high=_finite_or_none(result.e_high),  # type: ignore[arg-type]
+        )
+
+
+def _finite_or_none(values: list[float | None] | None) -> list[float | None] | None:
+    if values is None:
+        return None
+    return [v if v is not None and math.isfinite(v) else None for v in values]
 
 
 class FourierAnalysis(ResultModel):

@@ -210,24 +210,7 @@ def _analyse(
             n_classes=data.n_classes,
             **grid_arguments(spec),
         )
-        out.append(
-            LayerAnalysis(
-                layer=name,
-                dim=result.dim,
-                normalization=result.normalization,
-                deltas=result.deltas,
-                inverse_deltas=result.inverse_deltas,
-                lfr=result.lfr,
-                rdf_inverse_deltas=result.rdf_inverse_deltas,
-                rdf=result.rdf,
-                peak_inverse_delta=result.peak_inverse_delta,
-                mean_inverse_delta=result.mean_inverse_delta,
-                lfr_limit=result.lfr_limit,
-                n_samples=result.n_samples,
-                e_low=_finite_or_none(result.e_low),
-                e_high=_finite_or_none(result.e_high),
-            )
-        )
+        out.append(LayerAnalysis.from_frequency(name, result))
     return out
 
 
@@ -271,12 +254,6 @@ def _fourier(
     )
 
 
-def _finite_or_none(values: list[float | None] | None) -> list[float | None] | None:
-    if values is None:
-        return None
-    return [v if v is not None and math.isfinite(v) else None for v in values]
-
-
 def run_one(
     spec: ExperimentSpec,
     index: int,
@@ -290,7 +267,7 @@ def run_one(
     if not 0 <= index < len(values):
         raise ValueError(f"run index {index} is out of range: the spec has {len(values)} run(s)")
     started = time.perf_counter()
-    run = spec.run_spec_at(index)
+    run = spec.run_specs[index]
     state = _Run(spec, run, index, on_progress, on_checkpoint)
     cancelled = should_cancel if should_cancel is not None else lambda: False
     if cancelled():
@@ -465,7 +442,7 @@ def summarize(spec: ExperimentSpec, runs: list[RunResult]) -> list[SummaryRow]:
     """Per run: sweep value, time to target, final loss and the summary layer's RDF peaks."""
     rows: list[SummaryRow] = []
     for run in runs:
-        layer = summary_layer(spec.run_spec(run.sweep_value) if spec.sweep else spec)
+        layer = summary_layer(spec.run_specs[run.index])
         peaks: dict[str, float | None] = {}
         for checkpoint in run.checkpoints:
             match = next((la for la in checkpoint.layers if la.layer == layer), None)

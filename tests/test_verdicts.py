@@ -278,7 +278,7 @@ def test_repeats_give_each_run_its_seed() -> None:
         repeats=3, training={"seed": 7}, sweep={"field": "model.depth", "values": [1, 2]}
     )
     assert spec.run_values() == [1, 1, 1, 2, 2, 2]
-    runs = [spec.run_spec_at(i) for i in range(6)]
+    runs = list(spec.run_specs)
     assert [r.training.seed for r in runs] == [7, 8, 9, 7, 8, 9]
     assert [r.model.depth for r in runs] == [1, 1, 1, 2, 2, 2]  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="repeats"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cached_property
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -98,7 +99,7 @@ class ExperimentSpec(SpecModel):
                 f"cross_entropy needs class labels; dataset '{kind}' is a regression target",
                 self.training.loss,
             )
-        if self.model.kind != "mlp" and kind not in IMAGE_DATASETS | {"npz"}:
+        if self.model.kind != "mlp" and kind not in IMAGE_DATASETS | {"npz", "uploaded"}:
             field_error(
                 ("model", "kind"),
                 f"'{self.model.kind}' needs an image dataset (digits, mnist, fashion_mnist, "
@@ -148,39 +149,47 @@ class ExperimentSpec(SpecModel):
     def _check_sweep(self, sweep: SweepSpec) -> None:
         if sweep.field.split(".")[0] in _UNSWEEPABLE:
             field_error(("sweep", "field"), f"'{sweep.field}' cannot be swept", sweep.field)
-        for i, value in enumerate(sweep.values):
-            try:
-                self.run_spec(value)
-            except ValidationError as exc:
-                field_error(
-                    ("sweep", "values", i),
-                    f"{sweep.field} = {value!r} is invalid: {describe_validation_error(exc)}",
-                    value,
-                )
-            except ValueError as exc:
-                field_error(("sweep", "field"), str(exc), sweep.field)
+        _ = self.run_specs  # validates every run spec; they stay for everyone who runs them
+
+    @cached_property
+    def run_specs(self) -> tuple[ExperimentSpec, ...]:
+        """The single-run spec of every run (each sweep value `repeats` times, with its seed),
+        in order, built once per spec."""
+        if self.sweep is None:
+            values: tuple[ExperimentSpec, ...] = (self,)
+        else:
+            values = tuple(self._sweep_run(i, value) for i, value in enumerate(self.sweep.values))
+        if self.repeats == 1:
+            return values
+        return tuple(_seeded(run, repeat) for run in values for repeat in range(self.repeats))
+
+    def _sweep_run(self, i: int, value: Any) -> ExperimentSpec:
+        """Run spec `i`; a bad value or field is a validation error at its place in the spec."""
+        assert self.sweep is not None
+        try:
+            return self.run_spec(value)
+        except ValidationError as exc:
+            field_error(
+                ("sweep", "values", i),
+                f"{self.sweep.field} = {value!r} is invalid: {describe_validation_error(exc)}",
+                value,
+            )
+        except ValueError as exc:
+            field_error(("sweep", "field"), str(exc), self.sweep.field)
 
     def run_values(self) -> list[Any]:
         """The sweep value of every run ([None] for a single run), each `repeats` times."""
         values = list(self.sweep.values) if self.sweep is not None else [None]
         return [value for value in values for _ in range(self.repeats)]
 
-    def run_spec_at(self, index: int) -> ExperimentSpec:
-        """The single-run spec of run `index`: its sweep value and its repeat's seed."""
-        run = self.run_spec(self.run_values()[index])
-        repeat = index % self.repeats
-        if self.repeats == 1:
-            return run
-        data = run.model_dump(mode="json")
-        data["training"]["seed"] = run.training.seed + repeat
-        data["repeats"] = 1
-        return ExperimentSpec.model_validate(data)
-
     def run_spec(self, value: Any) -> ExperimentSpec:
-        """The single-run spec for one sweep value (the spec itself when not sweeping)."""
+        """The single-run spec for one sweep value (the spec itself when not sweeping).
+
+        Builds and validates a new spec: `run_specs` holds them all, built once."""
         if self.sweep is None:
             return self
-        data = self.model_dump(mode="json")
+        # Only the spec's own fields: a subclass (the API's request body) adds others.
+        data = self.model_dump(mode="json", include=set(ExperimentSpec.model_fields))
         data["sweep"] = None
         node = data
         *parents, leaf = self.sweep.field.split(".")
@@ -197,6 +206,14 @@ class ExperimentSpec(SpecModel):
         """SHA-256 of the canonical JSON form: equal specs hash equal."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _seeded(run: ExperimentSpec, repeat: int) -> ExperimentSpec:
+    """Repeat `repeat` of a run spec: training.seed + repeat, a single run."""
+    data = run.model_dump(mode="json", include=set(ExperimentSpec.model_fields))
+    data["training"]["seed"] = run.training.seed + repeat
+    data["repeats"] = 1
+    return ExperimentSpec.model_validate(data)
 
 
 def spec_json_schema() -> dict[str, Any]:
