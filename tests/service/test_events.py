@@ -186,8 +186,7 @@ def test_a_stream_on_another_api_process_follows_the_run_to_its_end(
 
         # The long-poll answers when progress moves, not only when the status changes.
         wait_for(
-            lambda: (client.get(f"/v1/experiments/{job_id}").json()["progress"]["epoch"] or 0)
-            > 0,
+            lambda: (client.get(f"/v1/experiments/{job_id}").json()["progress"]["epoch"] or 0) > 0,
             timeout=60,
             what="the run to train",
             every=1.0,  # within the key's rate of one request a second
