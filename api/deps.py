@@ -119,5 +119,13 @@ async def reject_unknown_query(request: Request) -> None:
         accepted = ", ".join(sorted(known)) or "none"
         raise InvalidRequestError(
             f"{unknown[0]!r} is not a query parameter of this operation (accepted: {accepted})",
-            details={"field": unknown[0], "unknown": unknown, "accepted": sorted(known)},
+            # The shape of every validation_error: a list of field errors.
+            details=[
+                {
+                    "field": name,
+                    "message": f"not a query parameter of this operation (accepted: {accepted})",
+                    "type": "extra_forbidden",
+                }
+                for name in unknown
+            ],
         )

@@ -9,24 +9,37 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dfp.errors import DfpError, RateLimitedError, ServiceUnavailableError
+from dfp.errors import DfpError, ErrorCode, RateLimitedError, ServiceUnavailableError
 from dfp.fields import field_path
 from dfp.storage.database import is_transient
+from dfp_engine.spec.errors import extra_field_message
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = "5"
 
 
-class ErrorBody(BaseModel):
-    code: str
+class FieldError(BaseModel):
+    """One problem with one field, query parameter or header."""
+
+    field: str = Field(..., description="Dotted path, e.g. model.depth, or a parameter name.")
     message: str
-    details: Any = None
+    type: str | None = Field(None, description="The kind of problem, e.g. extra_forbidden.")
+
+
+class ErrorBody(BaseModel):
+    code: ErrorCode
+    message: str
+    details: list[FieldError] | dict[str, Any] | None = Field(
+        None,
+        description="validation_error: the list of field errors; other codes: an object with "
+        "what the message names (the limit, the retry delay, ...), or null.",
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -100,16 +113,44 @@ async def _dfp_error(_: Request, exc: Exception) -> JSONResponse:
     return _error_response(exc)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    problems = [
-        {
-            "field": field_path(error.get("loc", ())),
-            "message": str(error.get("msg", "invalid")).removeprefix("Value error, "),
-            "type": error.get("type"),
+def _body_model(request: Request) -> type[BaseModel] | None:
+    """The pydantic model of the route's JSON body, if it has one."""
+    field = getattr(request.scope.get("route"), "body_field", None)
+    annotation = getattr(getattr(field, "field_info", None), "annotation", None)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _line_column(body: bytes, position: int) -> tuple[int, int]:
+    """1-based line and column of a character offset into a (UTF-8) body."""
+    before = body.decode("utf-8", errors="replace")[:position]
+    return before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
+
+
+async def _problem(request: Request, error: Any) -> dict[str, Any]:
+    loc = tuple(error.get("loc", ()))
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    kind = error.get("type")
+    if kind == "json_invalid":
+        # pydantic reports the offset as the location ("38"): say what it means.
+        position = next((p for p in loc if isinstance(p, int)), 0)
+        line, column = _line_column(await request.body(), position)
+        reason = (error.get("ctx") or {}).get("error") or message
+        return {
+            "field": "request body",
+            "message": f"not valid JSON: {reason} (line {line}, column {column})",
+            "type": kind,
         }
-        for error in exc.errors()
-    ]
+    model = _body_model(request)
+    if kind == "extra_forbidden" and loc[:1] == ("body",) and model is not None:
+        message = extra_field_message(model, loc[1:], message)
+    return {"field": field_path(loc), "message": message, "type": kind}
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [await _problem(request, error) for error in exc.errors()]
     shown = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:3])
     more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
     body = {"error": {"code": "validation_error", "message": shown + more, "details": problems}}

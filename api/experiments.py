@@ -17,7 +17,12 @@ from sqlalchemy.orm import Session
 
 from api.deps import Caller, CallerDep
 from api.errors import error_responses
-from api.openapi import CONTENT_DISPOSITION_HEADER, file_response
+from api.openapi import (
+    CONTENT_DISPOSITION_HEADER,
+    IDEMPOTENT_REPLAYED_HEADER,
+    LOCATION_HEADER,
+    file_response,
+)
 from dfp.errors import NotFoundError
 from dfp.experiments import results as results_service
 from dfp.experiments import service
@@ -70,7 +75,13 @@ UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
     status_code=status.HTTP_202_ACCEPTED,
     operation_id="submitExperiment",
     response_model=ExperimentPublic,
-    responses=error_responses(401, 409, 413, 415, 422, 503),
+    responses={
+        202: {
+            "description": "Accepted: the experiment, queued",
+            "headers": {**LOCATION_HEADER, **IDEMPOTENT_REPLAYED_HEADER},
+        },
+        **error_responses(401, 409, 413, 415, 422, 503),
+    },
 )
 def submit_experiment(
     body: ExperimentCreate,

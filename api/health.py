@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
 from api.deps import Caller, get_caller
 from api.errors import ERROR_RESPONSE_REF, RETRY_AFTER_HEADER, error_responses
@@ -17,7 +18,25 @@ from api.state import AppState
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", operation_id="getHealth")
+class ReadinessCheck(BaseModel):
+    ok: bool
+    detail: str
+    current: str | None = None
+    head: str | None = None
+
+
+class ReadinessPublic(BaseModel):
+    """Every check passed: database, schema and broker."""
+
+    status: Literal["ready"]
+    checks: dict[str, ReadinessCheck]
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok"]
+
+
+@router.get("/healthz", operation_id="getHealth", response_model=HealthPublic)
 def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
@@ -45,6 +64,7 @@ def readiness(state: AppState) -> tuple[bool, dict[str, Any]]:
 @router.get(
     "/readyz",
     operation_id="getReadiness",
+    response_model=ReadinessPublic,
     responses={
         503: {
             "description": "Not ready; details say why",

@@ -17,7 +17,13 @@ router = APIRouter(prefix="/v1", tags=["webhooks"])
     "/webhook-secret",
     operation_id="getWebhookSecret",
     response_model=WebhookSecretPublic,
-    responses=error_responses(401, 404, 503),
+    responses={
+        **error_responses(401, 404, 503),
+        404: {
+            **error_responses(404)[404],
+            "description": "This server sends no webhooks (DFP_WEBHOOK_SECRET is not set)",
+        },
+    },
 )
 def get_webhook_secret(caller: CallerDep) -> WebhookSecretPublic:
     """The secret your receivers check webhook signatures (X-DFP-Signature) with."""

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -43,6 +43,9 @@ from dfp.experiments.schemas import (
 from dfp.settings import Settings
 from dfp.webhooks.events import WebhookSecretPublic
 from dfp_engine.spec import ExperimentSpec, load_spec
+
+if TYPE_CHECKING:
+    import pandas
 
 SpecLike = ExperimentSpec | Mapping[str, Any] | str | Path
 
@@ -246,6 +249,29 @@ class Client:
         params = {"run": list(run), "layer": list(layer), "epoch": list(epoch)}
         response = self._request("GET", f"/v1/experiments/{experiment_id}/results", params=params)
         return ResultsPublic.model_validate_json(response.content)
+
+    def results_frame(
+        self,
+        experiment_id: str,
+        *,
+        run: Sequence[int] = (),
+        layer: Sequence[str] = (),
+        epoch: Sequence[int] = (),
+    ) -> pandas.DataFrame:
+        """The per-layer curves as a pandas DataFrame, one row per run, checkpoint, layer and
+        δ (the CSV's columns, typed; `rdf` is NaN at the first δ). Needs `pip install
+        'dfp[frame]'`."""
+        try:
+            import pandas
+        except ImportError:
+            raise ImportError("results_frame needs pandas: pip install 'dfp[frame]'") from None
+        from dfp.experiments.results import CSV_COLUMNS, curve_rows
+
+        results = self.results(experiment_id, run=run, layer=layer, epoch=epoch)
+        frame = pandas.DataFrame.from_records(list(curve_rows(results)), columns=CSV_COLUMNS)
+        numeric = ["delta", "inverse_delta", "lfr", "rdf"]
+        frame[numeric] = frame[numeric].astype("float64")
+        return frame.astype({"run": "int64", "epoch": "int64", "step": "int64"})
 
     def results_csv(
         self,

@@ -6,7 +6,35 @@ response back into the same class, so a script can `except NotFoundError:` on ei
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
+
+
+class ErrorCode(StrEnum):
+    """Every `error.code` the API answers with (the OpenAPI document lists them as an enum,
+    so a generated client can match on them). Add a new code here when you raise one."""
+
+    VALIDATION_ERROR = "validation_error"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    INVALID_DATASET = "invalid_dataset"
+    DATASET_NOT_FOUND = "dataset_not_found"
+    UNAUTHENTICATED = "unauthenticated"
+    NOT_FOUND = "not_found"
+    NO_RESULTS = "no_results"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    CONFLICT = "conflict"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    NOT_TERMINAL = "not_terminal"
+    DATASET_IN_USE = "dataset_in_use"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    SCHEMA_OUTDATED = "schema_outdated"
+    NOT_READY = "not_ready"
+    HTTP_ERROR = "http_error"
+    INTERNAL_ERROR = "internal_error"
 
 
 class DfpError(Exception):
@@ -36,8 +64,16 @@ class DfpError(Exception):
 
 
 class InvalidRequestError(DfpError):
+    """A request the server refuses; with code validation_error, `details` is always the list
+    of field errors (`{"field": "dataset.path"}` becomes `[{"field", "message", "type"}]`)."""
+
     status_code = 422
     code = "validation_error"
+
+    def __init__(self, message: str, *, details: Any = None, **kwargs: Any) -> None:
+        super().__init__(message, details=details, **kwargs)
+        if self.code == ErrorCode.VALIDATION_ERROR and isinstance(details, dict):
+            self.details = [{"message": message, "type": "value_error", **details}]
 
 
 class LimitExceededError(InvalidRequestError):

@@ -74,9 +74,18 @@ def _run_label(result: ExperimentResult, run: RunResult) -> str:
     return f"{field.rsplit('.', 1)[-1]} = {run.sweep_value}"
 
 
+def _unchanging(run: RunResult) -> bool:
+    """Whether every analysed layer's RDF is the same at every checkpoint (only the input is
+    analysed, say): panels per checkpoint would all look alike."""
+    first = {la.layer: la.rdf for la in run.checkpoints[0].layers}
+    return all(first.get(la.layer) == la.rdf for c in run.checkpoints[1:] for la in c.layers)
+
+
 def _rdf_layers(result: ExperimentResult, run: RunResult) -> Figure:
     """One panel per checkpoint, one line per analysed layer: RDF against 1/δ."""
     title = f"RDF of each layer's effective target ({_run_label(result, run)})"
+    if _unchanging(run):
+        return rdf_by_layer(run.checkpoints[:1], f"{title}, the same at every checkpoint")
     return rdf_by_layer(run.checkpoints, title)
 
 
@@ -214,7 +223,7 @@ def _filtering(result: ExperimentResult, run: RunResult) -> Figure:
         ax.set_xticks(ticks, [str(rows[i][0]) for i in ticks])
         ax.set_yticks(range(len(deltas)), [f"{d:.3g}" for d in deltas])
         ax.set(xlabel="epoch", ylabel="δ", title=key)
-        fig.colorbar(image, ax=ax)
+        fig.colorbar(image, ax=ax, label=f"{key} (relative error)")
     fig.suptitle(f"Filtering test in input space ({_run_label(result, run)})")
     return fig
 
@@ -239,7 +248,7 @@ def _fourier(result: ExperimentResult, run: RunResult) -> Figure:
     ax_heat.set_xticks(ticks, [str(entries[i].epoch) for i in ticks])
     ax_heat.set_yticks(range(len(peaks)), [f"{p:.3g}" for p in peaks])
     ax_heat.set(xlabel="epoch", ylabel="peak frequency", title="|ĥ − f̂| / |f̂| at the peaks")
-    fig.colorbar(image, ax=ax_heat)
+    fig.colorbar(image, ax=ax_heat, label="relative error at the peak")
     if entries:
         top = max(peaks, default=entries[-1].frequencies[-1])
         limit = min(entries[-1].frequencies[-1], 2.0 * top if top > 0 else math.inf)
@@ -285,7 +294,8 @@ def _run_figures(result: ExperimentResult) -> dict[str, Callable[[], Figure]]:
             continue
         i = run.index
         figures[f"rdf_layers_run_{i}"] = partial(_rdf_layers, result, run)
-        figures[f"rdf_peaks_run_{i}"] = partial(_peaks, result, run)
+        if not _unchanging(run):  # else the peaks are flat lines
+            figures[f"rdf_peaks_run_{i}"] = partial(_peaks, result, run)
         if any(la.e_low is not None for c in run.checkpoints for la in c.layers):
             figures[f"filtering_run_{i}"] = partial(_filtering, result, run)
         if run.fourier:

@@ -53,6 +53,14 @@ def test_validate_accepts_the_examples(capsys: pytest.CaptureFixture[str]) -> No
             {"sweep": {"field": "model.depth", "values": [1, -1]}},
             "sweep.values[1]: model.depth = -1 is invalid",
         ),
+        (
+            {"model": {"kind": "mlp", "depht": 3}},
+            "model.depht: Extra inputs are not permitted; did you mean 'depth'?",
+        ),
+        (
+            {"training": {"epoch": 3}},
+            "training.epoch: Extra inputs are not permitted; did you mean 'epochs'?",
+        ),
     ],
 )
 def test_validate_errors_are_one_line_naming_the_field(

@@ -44,6 +44,7 @@ def test_deeper_is_faster() -> None:
             "sweep.values=[2, 4]",
             "model.width=12",
             "training.target_loss=0.4",
+            "training.stop_at_target=false",
         ],
     )
     result = run_experiment(spec)

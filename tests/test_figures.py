@@ -62,8 +62,24 @@ def test_single_runs_and_the_filtering_heat_map(tmp_path: object) -> None:
     )
     result = run_experiment(spec)
     names = figure_names(result)
-    assert names == ["loss_curves", "rdf_layers_run_0", "rdf_peaks_run_0", "filtering_run_0"]
+    # Only the input is analysed: its RDF is the same at every checkpoint, so one panel and
+    # no (flat) peak curves.
+    assert names == ["loss_curves", "rdf_layers_run_0", "filtering_run_0"]
     assert render_figure(result, "filtering_run_0").startswith(PNG)
+    import matplotlib.pyplot as plt
+
+    from dfp.figures import _as_result, _catalogue
+
+    catalogue = _catalogue(_as_result(result))
+    layers = catalogue["rdf_layers_run_0"]()
+    assert len([ax for ax in layers.axes if ax.has_data()]) == 1
+    heat = catalogue["filtering_run_0"]()
+    bars = [ax for ax in heat.axes if ax.get_label() == "<colorbar>"]
+    assert [bar.get_ylabel() for bar in bars] == [
+        "e_low (relative error)",
+        "e_high (relative error)",
+    ]
+    plt.close("all")
 
 
 def test_write_figures_and_results_without_checkpoints(

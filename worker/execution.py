@@ -28,6 +28,7 @@ from dfp.experiments import lifecycle
 from dfp.experiments.curves import checkpoint_bytes, history_bytes
 from dfp.experiments.lifecycle import Lease, ProgressReport
 from dfp.storage.database import Database, is_transient
+from dfp_engine.datasets.files import DatasetMissingError
 from dfp_engine.results import Checkpoint, ErrorInfo, RunResult
 from dfp_engine.runner import Progress, environment, run_one, summarize
 from dfp_engine.spec import ExperimentSpec
@@ -229,7 +230,9 @@ def _run(ctx: WorkerContext, lease: Lease, spec: ExperimentSpec) -> tuple[RunRes
                     should_cancel=monitor.should_cancel,
                     on_checkpoint=lambda _index, c: monitor.store_checkpoint(c),
                 )
-        except ValueError as exc:  # the engine's word for bad specs and missing data
+        except DatasetMissingError as exc:  # where the API could not look (another host)
+            result = _failed(lease, "dataset_missing", str(exc))
+        except ValueError as exc:  # the engine's word for bad specs and unreadable data
             result = _failed(lease, "invalid_spec", str(exc))
         except SoftTimeLimitExceeded:
             limit = settings.job_soft_time_limit

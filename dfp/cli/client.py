@@ -110,17 +110,14 @@ def submit(
     """Submit a spec; prints the experiment id (with --wait, waits and exits 0 on success)."""
     from pydantic import ValidationError
 
-    from dfp.fields import field_path
-    from dfp_engine.spec import load_spec
+    from dfp_engine.spec import describe_validation_error, load_spec
 
     if not spec.is_file():
         fail(f"spec file '{spec}' does not exist")
     try:
         parsed = load_spec(spec)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = field_path(first["loc"])
-        fail(f"{spec}: {where}: {first['msg']}")
+        fail(f"{spec}: {describe_validation_error(exc)}")
     except (ValueError, OSError) as exc:
         fail(f"{spec}: {str(exc).splitlines()[0]}")
     with connect(url, api_key) as client:

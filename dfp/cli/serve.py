@@ -100,6 +100,19 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def quiet_embedded_warnings() -> None:
+    """Silence what is expected on one machine with the file queue: Celery's superuser warning
+    (a local demo often runs as root) and kombu's "No hostname was supplied" (the file
+    transport has none). With Redis and separate workers they still show."""
+    import logging
+    import warnings
+
+    from celery.exceptions import SecurityWarning
+
+    warnings.filterwarnings("ignore", category=SecurityWarning)
+    logging.getLogger("kombu.connection").setLevel(logging.ERROR)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind. Env: DFP_HOST.")] = None,
@@ -122,6 +135,8 @@ def serve(
     if port is not None:
         os.environ["DFP_PORT"] = str(port)
     settings = load_settings(data_dir)
+    if settings.is_embedded_broker:
+        quiet_embedded_warnings()
     prepare_database(settings)
     key = ensure_local_key(settings) if settings.database_url is None else None
     if settings.database_url is None and settings.webhook_secret is None:
@@ -189,6 +204,8 @@ def worker_command(
     if pool not in {"prefork", "solo", "threads"}:
         fail(f"--pool: expected prefork, solo or threads, got '{pool}'")
     settings = load_settings(data_dir)
+    if settings.is_embedded_broker:
+        quiet_embedded_warnings()
     if settings.database_url is None:
         prepare_database(settings)
     from worker.main import celery_app

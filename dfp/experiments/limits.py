@@ -118,12 +118,23 @@ def check_dataset_path(spec: ExperimentSpec, settings: Settings) -> None:
             f"{field}: '{raw}' must be an absolute path on the server", details={"field": field}
         )
     resolved = path.resolve()
-    if not any(resolved.is_relative_to(root) for root in roots):
+    inside = [root for root in roots if resolved.is_relative_to(root)]
+    if not inside:
         allowed = ", ".join(str(root) for root in roots)
         raise InvalidRequestError(
             f"{field}: '{raw}' is outside the server's dataset folders ({allowed}; "
             "DFP_DATASET_ROOTS)",
             details={"field": field, "allowed": [str(root) for root in roots]},
+        )
+    # Where this process sees the folder (embedded, or the datasets mounted on the API too),
+    # a missing file is refused now rather than failing the run later; elsewhere the worker
+    # fails the run with `dataset_missing`.
+    visible = any(root.is_dir() for root in inside)
+    present = resolved.is_dir() if named[0] == "root" else resolved.is_file()
+    if visible and not present:
+        what = "folder" if named[0] == "root" else "file"
+        raise InvalidRequestError(
+            f"{field}: no {what} '{resolved}' on the server", details={"field": field}
         )
 
 

@@ -228,8 +228,9 @@ def engine_run_result(run: RunResultPublic) -> RunResult:
     return result if terminal else result.model_copy(update={"status": run.status})
 
 
-def csv_rows(results: ResultsPublic) -> Iterator[tuple[Any, ...]]:
-    """One row per (run, checkpoint, layer, δ); the RDF is empty where it is undefined (first δ)."""
+def curve_rows(results: ResultsPublic) -> Iterator[tuple[Any, ...]]:
+    """One row per (run, checkpoint, layer, δ) in CSV_COLUMNS order, as numbers; the RDF is
+    None where it is undefined (the first δ)."""
     for run in results.runs:
         for checkpoint in run.checkpoints:
             for layer in checkpoint.layers:
@@ -239,15 +240,29 @@ def csv_rows(results: ResultsPublic) -> Iterator[tuple[Any, ...]]:
                 ):
                     yield (
                         run.index,
-                        "" if run.sweep_value is None else run.sweep_value,
+                        run.sweep_value,
                         checkpoint.epoch,
                         checkpoint.step,
                         layer.layer,
-                        repr(delta),
-                        repr(inverse),
-                        repr(lfr),
-                        repr(rdf[inverse]) if inverse in rdf else "",
+                        delta,
+                        inverse,
+                        lfr,
+                        rdf.get(inverse),
                     )
+
+
+def csv_rows(results: ResultsPublic) -> Iterator[tuple[Any, ...]]:
+    """curve_rows as CSV cells: floats in full precision, empty cells for None."""
+    for row in curve_rows(results):
+        run, sweep_value, epoch, step, layer, *numbers = row
+        yield (
+            run,
+            "" if sweep_value is None else sweep_value,
+            epoch,
+            step,
+            layer,
+            *("" if value is None else repr(value) for value in numbers),
+        )
 
 
 def results_csv(results: ResultsPublic) -> str:

@@ -19,6 +19,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+
+class DatasetMissingError(ValueError):
+    """A file or folder the spec names is not there."""
+
+
 IDX_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -50,7 +55,7 @@ def _idx_file(folder: Path, stem: str) -> Path:
     for name in (stem, f"{stem}.gz"):
         if (folder / name).is_file():
             return folder / name
-    raise ValueError(f"missing '{folder / stem}' (or .gz)")
+    raise DatasetMissingError(f"missing '{folder / stem}' (or .gz)")
 
 
 def read_idx_dataset(root: Path, kind: str) -> Arrays:
@@ -113,7 +118,7 @@ def read_cifar10(root: Path) -> Arrays:
     folder = root / CIFAR_FOLDER
     for name in (*CIFAR_TRAIN, CIFAR_TEST):
         if not (folder / name).is_file():
-            raise ValueError(f"missing '{folder / name}'")
+            raise DatasetMissingError(f"missing '{folder / name}'")
     parts = [read_cifar_batch(folder / name) for name in CIFAR_TRAIN]
     x_test, y_test = read_cifar_batch(folder / CIFAR_TEST)
     x = np.concatenate([p[0] for p in parts])
@@ -148,7 +153,7 @@ def read_torchvision_layout(root: Path, kind: str, *, allow_download: bool) -> A
     folder = dataset_folder(root, kind)
     if not folder.is_dir():
         if not allow_download:
-            raise ValueError(
+            raise DatasetMissingError(
                 f"dataset.root: no {kind} data at '{folder}'; put the files there "
                 f"(torchvision's layout) or set dataset.allow_download: true"
             )
@@ -161,7 +166,7 @@ def read_torchvision_layout(root: Path, kind: str, *, allow_download: bool) -> A
 def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """x, y and, when present, x_test, y_test from a user .npz (no pickled objects)."""
     if not path.is_file():
-        raise ValueError(f"dataset.path: '{path}' does not exist")
+        raise DatasetMissingError(f"dataset.path: '{path}' does not exist")
     try:
         with np.load(path, allow_pickle=False) as bundle:
             arrays = {k: np.asarray(bundle[k]) for k in bundle.files}

@@ -6,7 +6,7 @@ import uuid
 
 import httpx
 import pytest
-from service_support import Backend, auth, tiny_spec
+from service_support import REPO, Backend, auth, tiny_spec
 
 from dfp.keys.service import revoke_key
 
@@ -142,3 +142,22 @@ def test_bearer_scheme_is_case_insensitive(backend: Backend) -> None:
     with httpx.Client(base_url=backend.url, headers={"Authorization": f"bearer {key}"}) as client:
         assert client.get("/v1/experiments").status_code == 200
     assert auth(key)["Authorization"].startswith("Bearer ")
+
+
+def test_every_error_code_raised_is_in_the_documented_enum() -> None:
+    """A generated client parses `error.code` as the enum: a code missing there would crash it."""
+    import re
+
+    from dfp.errors import DfpError, ErrorCode
+
+    sources = [*REPO.glob("api/**/*.py"), *REPO.glob("dfp/**/*.py")]
+    raised = set()
+    for path in sources:
+        text = path.read_text()
+        raised |= set(re.findall(r'\bcode\s*=\s*"([a-z_]+)"', text))
+        raised |= set(re.findall(r'"code":\s*"([a-z_]+)"', text))
+        raised |= set(re.findall(r'^\s+\d{3}: "([a-z_]+)",$', text, flags=re.M))
+    client_side = {"wait_timeout", "unreachable"}  # raised by the client, never sent
+    assert raised - client_side <= {code.value for code in ErrorCode}, raised - set(ErrorCode)
+    for cls in DfpError.__subclasses__():
+        assert cls.code in set(ErrorCode) | client_side, cls

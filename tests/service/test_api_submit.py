@@ -146,10 +146,10 @@ def test_dataset_files_must_be_inside_the_dataset_roots(
 ) -> None:
     outside = tiny_spec(dataset={"kind": "npz", "path": "/etc/passwd"})
     error = alice.post("/v1/experiments", json=outside).json()["error"]
-    assert error["details"]["field"] == "dataset.path" and "outside" in error["message"]
+    assert error["details"][0]["field"] == "dataset.path" and "outside" in error["message"]
     escaping = tiny_spec(dataset={"kind": "npz", "path": "../outside.npz"})
     error = alice.post("/v1/experiments", json=escaping).json()["error"]
-    assert error["details"]["field"] == "dataset.path" and "outside" in error["message"]
+    assert error["details"][0]["field"] == "dataset.path" and "outside" in error["message"]
     inside_path = backend.settings.resolved_dataset_roots()[0] / "data.npz"
     inside = tiny_spec(dataset={"kind": "npz", "path": str(inside_path)})
     assert alice.post("/v1/experiments", json=inside).status_code == 202
@@ -201,3 +201,41 @@ def test_concurrent_submissions_with_one_key_create_one_job(
         ids = set(pool.map(submit, range(8)))
     assert len(ids) == 1
     assert count(backend, Job) == 1 and count(backend, Run) == 1
+
+
+def test_a_body_that_is_not_json_says_where(alice: httpx.Client) -> None:
+    body = b'{"name": "x",\n "model": {"depth": 3,}}'
+    response = alice.post(
+        "/v1/experiments", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    [problem] = error["details"]
+    assert problem["field"] == "request body" and problem["type"] == "json_invalid"
+    # After the trailing comma: line 2, column 23.
+    assert problem["message"] == (
+        "not valid JSON: Expecting property name enclosed in double quotes (line 2, column 23)"
+    )
+    assert error["message"] == f"request body: {problem['message']}"
+
+
+@pytest.mark.parametrize(
+    ("patch", "field", "suggestion"),
+    [
+        ({"training": {"epoch": 3}}, "training.epoch", "epochs"),
+        ({"model": {"kind": "mlp", "depht": 3}}, "model.depht", "depth"),
+        ({"dataset": {"kind": "synthetic_1d", "n_point": 30}}, "dataset.n_point", "n_points"),
+        ({"analysis": {"layer": "all"}}, "analysis.layer", "layers"),
+    ],
+)
+def test_a_misspelt_field_gets_the_close_match(
+    alice: httpx.Client, patch: dict[str, dict[str, object]], field: str, suggestion: str
+) -> None:
+    spec = tiny_spec()
+    for section, values in patch.items():
+        spec[section] = {**spec[section], **values}
+    response = alice.post("/v1/experiments", json=spec)
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["error"]["details"]
+    assert problem["field"] == field and problem["type"] == "extra_forbidden"
+    assert problem["message"].endswith(f"did you mean '{suggestion}'?"), problem

@@ -221,3 +221,29 @@ def test_datasets_from_the_client_and_the_cli(
     assert code == 0
     code, _, err = cli(["datasets", "show", dataset_id], capsys)
     assert code == 2 and "no dataset" in err
+
+
+def test_results_frame_holds_the_csv_rows_typed(backend: Backend) -> None:
+    import io
+
+    import pandas
+    from service_support import finish_job
+
+    key = backend.key("frames")
+    body = tiny_spec(sweep={"field": "model.depth", "values": [1, 2]})
+    with Client(backend.url, key) as client:
+        job = client.submit(body)
+        finish_job(backend, job.id, body)
+        frame = client.results_frame(job.id, layer=["hidden.1"], epoch=[0, 4])
+        table = pandas.read_csv(io.StringIO(client.results_csv(job.id)))
+    assert list(frame.columns) == list(table.columns)
+    assert set(frame["layer"]) == {"hidden.1"} and set(frame["epoch"]) == {0, 4}
+    assert frame["lfr"].dtype == "float64" and frame["run"].dtype == "int64"
+    expected = table[(table["layer"] == "hidden.1") & table["epoch"].isin([0, 4])]
+    assert len(frame) == len(expected) > 0
+    for column in ("delta", "inverse_delta", "lfr", "rdf"):
+        assert frame[column].tolist() == pytest.approx(expected[column].tolist(), nan_ok=True)
+    assert frame["sweep_value"].tolist() == expected["sweep_value"].tolist()
+    # Per run and checkpoint, the first δ has no RDF.
+    first = frame.groupby(["run", "epoch"]).head(1)
+    assert first["rdf"].isna().all()

@@ -125,16 +125,28 @@ def test_cancel_stops_a_running_experiment_and_keeps_partial_results(
     assert 2 <= len(epochs) < 201 and epochs == sorted(epochs)
 
 
-def test_missing_data_fails_the_run_with_the_engines_reason(
+def test_missing_data_is_refused_where_the_api_sees_it_else_fails_the_run(
     worker: Path, pg: Backend, alice: httpx.Client
 ) -> None:
-    missing = pg.settings.resolved_dataset_roots()[0] / "missing.npz"
-    job_id = alice.post(
-        "/v1/experiments", json=tiny_spec(dataset={"kind": "npz", "path": str(missing)})
-    ).json()["id"]
-    job = wait_terminal(alice, job_id)
+    root = pg.settings.resolved_dataset_roots()[0]
+    missing = root / "missing.npz"
+    body = tiny_spec(dataset={"kind": "npz", "path": str(missing)})
+    # The API process sees the dataset folder: refused at submission, naming the field.
+    root.mkdir(parents=True, exist_ok=True)
+    refused = alice.post("/v1/experiments", json=body)
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["details"][0]["field"] == "dataset.path" and "missing.npz" in error["message"]
+    # A folder only the workers have (mounted there alone): the run fails with its own code.
+    aside = root.with_name(root.name + ".aside")
+    root.rename(aside)
+    try:
+        job_id = alice.post("/v1/experiments", json=body).json()["id"]
+        job = wait_terminal(alice, job_id)
+    finally:
+        aside.rename(root)
     assert job["status"] == "failed"
-    assert job["error"]["code"] == "invalid_spec"
+    assert job["error"]["code"] == "dataset_missing"
     assert "missing.npz" in job["error"]["message"]
 
 
@@ -200,6 +212,10 @@ def test_dfp_serve_runs_experiments_with_no_other_service(tmp_path: Path) -> Non
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
     assert server.returncode == 0
+    # What a new user sees holds no warnings that are expected in the embedded mode.
+    assert server.stdout is not None
+    shown = "".join(lines) + server.stdout.read().decode()
+    assert "superuser privileges" not in shown and "No hostname was supplied" not in shown
     # It stopped its worker too: nothing of its process group is left.
     with pytest.raises(ProcessLookupError):
         os.killpg(server.pid, 0)
