@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dfp_engine.deltas import auto_deltas, resolve_deltas
+from dfp_engine.deltas import AUTO_GRID_SAMPLE, auto_deltas, resolve_deltas
 from dfp_engine.lowpass import Backend, lowpass_sums
 from dfp_engine.normalization import NORMALIZATION_MODES, normalize
+from dfp_engine.row_sampling import SampledEstimate, feature_scaling, sampled_lfr
 
 if TYPE_CHECKING:
     import torch
@@ -55,6 +56,10 @@ class FrequencyResult:
     elapsed_seconds: float
     e_low: list[float | None] | None = None
     e_high: list[float | None] | None = None
+    estimator: str = "exact"  # or "row_sampled" (see dfp_engine.row_sampling)
+    rows_evaluated: int | None = None  # rows whose kernel row was evaluated: n when exact
+    lfr_ci_half_width: list[float] | None = None  # 95 % half-widths, one per δ
+    rdf_ci_half_width: list[float] | None = None  # 95 % half-widths, one per RDF value
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -134,16 +139,26 @@ def _resolve_grid(
 
 
 def _check_inputs(z: np.ndarray, y: np.ndarray) -> None:
+    """Shapes and finite labels; the features' finiteness is checked where they are read."""
     if z.shape[0] != y.shape[0]:
         raise ValueError(f"features have {z.shape[0]} rows but labels have {y.shape[0]}")
     if z.shape[0] < 2:
         raise ValueError(f"need at least 2 samples, got {z.shape[0]}")
     if z.shape[1] == 0 or y.shape[1] == 0:
         raise ValueError("features and labels need at least one column")
-    if not np.isfinite(z).all():
-        raise ValueError("features contain NaN or inf")
     if not np.isfinite(y).all():
         raise ValueError("labels contain NaN or inf")
+
+
+def _check_ci(ci: float | None, predictions: ArrayLike | None) -> None:
+    if ci is None:
+        return
+    if isinstance(ci, bool) or not isinstance(ci, int | float) or not math.isfinite(ci):
+        raise ValueError(f"ci must be a finite number, got {ci!r}")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must lie strictly between 0 and 1, got {ci}")
+    if predictions is not None:
+        raise ValueError("ci: the row-sampled estimator does not run the filtering test")
 
 
 def _resolve_device(device: str | torch.device) -> str:
@@ -177,6 +192,8 @@ def analyze_frequency(
     backend: Backend | None = None,
     n_classes: int | None = None,
     on_progress: Callable[[float], None] | None = None,
+    ci: float | None = None,
+    seed: int = 0,
 ) -> FrequencyResult:
     """LFR(δ), RDF over 1/δ and its peak and mean for the function {(features_i, labels_i)}.
 
@@ -186,6 +203,9 @@ def analyze_frequency(
     grid of 20 values is used. `dtype` ('float32' or 'float64', numpy or torch) sets the tile
     precision; sums are float64 either way. `threads` caps the CPU threads (default: all
     cores); `backend` picks numpy or torch for the tiles (default: numpy on the CPU).
+    With `ci` = W, LFR is estimated from sampled rows (seeded by `seed`) until its 95 %
+    half-width is at most W at every δ (dfp_engine.row_sampling); when that needs half the
+    rows or more, the exact result is computed instead. Features are then only read in chunks.
     """
     start = time.perf_counter()
     if normalization not in NORMALIZATION_MODES:
@@ -193,6 +213,7 @@ def analyze_frequency(
     precision = str(np.dtype(dtype) if isinstance(dtype, type) else dtype).removeprefix("torch.")
     if precision not in DTYPES:
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    _check_ci(ci, predictions)
     dev = _resolve_device(device)
     z = as_features(features)
     y = as_targets(labels, n_classes)
@@ -200,7 +221,43 @@ def analyze_frequency(
     power = float((y * y).sum())
     if power == 0.0:
         raise ValueError("labels are all zero: the low frequency ratio is undefined")
+    mean_y = y.mean(axis=0)
+    limit = float((mean_y * mean_y).sum() / (power / y.shape[0]))
 
+    if ci is not None:
+        sampled = _row_sampled(
+            z, y, ci, deltas, inverse_deltas, auto_deltas, normalization, DTYPES[precision],
+            block_size=block_size, threads=threads, seed=seed, device=dev, backend=backend,
+            on_progress=on_progress,
+        )  # fmt: skip
+        if sampled is not None:
+            grid, estimate = sampled
+            density = ratio_density(grid, estimate.lfr)
+            return FrequencyResult(
+                deltas=grid,
+                inverse_deltas=[1.0 / d for d in grid],
+                lfr=estimate.lfr,
+                rdf_inverse_deltas=density.inverse_deltas,
+                rdf=density.rdf,
+                peak_inverse_delta=density.peak_inverse_delta,
+                mean_inverse_delta=density.mean_inverse_delta,
+                lfr_limit=limit,
+                normalization=normalization,
+                n_samples=int(z.shape[0]),
+                dim=int(z.shape[1]),
+                n_outputs=y.shape[1],
+                device=dev,
+                dtype=precision,
+                block_size=block_size,
+                elapsed_seconds=time.perf_counter() - start,
+                estimator="row_sampled",
+                rows_evaluated=estimate.rows,
+                lfr_ci_half_width=estimate.lfr_half_width,
+                rdf_ci_half_width=estimate.rdf_half_width,
+            )
+
+    if not np.isfinite(z).all():
+        raise ValueError("features contain NaN or inf")
     zn = normalize(z.astype(DTYPES[precision], copy=False), normalization)
     grid = _resolve_grid(zn, deltas, inverse_deltas, auto_deltas)
 
@@ -239,8 +296,7 @@ def analyze_frequency(
         e_high = _relative_errors(high[:, :, c:], high[:, :, :c])
 
     density = ratio_density(grid, lfr)
-    mean_y = y.mean(axis=0)
-    limit = float((mean_y * mean_y).sum() / (power / y.shape[0]))
+    exact_ci = ci is not None  # asked for an interval, and the exact result has none
     return FrequencyResult(
         deltas=grid,
         inverse_deltas=[1.0 / d for d in grid],
@@ -260,7 +316,52 @@ def analyze_frequency(
         elapsed_seconds=time.perf_counter() - start,
         e_low=e_low,
         e_high=e_high,
+        rows_evaluated=int(z.shape[0]),
+        lfr_ci_half_width=[0.0] * len(grid) if exact_ci else None,
+        rdf_ci_half_width=[0.0] * (len(grid) - 1) if exact_ci else None,
     )
+
+
+def _row_sampled(
+    z: np.ndarray,
+    y: np.ndarray,
+    width: float,
+    deltas: Sequence[float] | None,
+    inverse_deltas: Sequence[float] | None,
+    auto: int | None,
+    normalization: str,
+    dtype: type[np.floating[Any]],
+    *,
+    block_size: int | None,
+    threads: int | None,
+    seed: int,
+    device: str,
+    backend: Backend | None,
+    on_progress: Callable[[float], None] | None,
+) -> tuple[list[float], SampledEstimate] | None:
+    """The δ grid and the row-sampled estimate; None where the exact pass is cheaper."""
+    scaling = feature_scaling(z, normalization)
+    n = z.shape[0]
+    # The automatic grid looks at the same seeded subset as on the exact path.
+    subset = np.arange(n)
+    if n > AUTO_GRID_SAMPLE:
+        subset = np.sort(np.random.default_rng(0).choice(n, size=AUTO_GRID_SAMPLE, replace=False))
+    grid = _resolve_grid(scaling.apply(z[subset], dtype), deltas, inverse_deltas, auto)
+    estimate = sampled_lfr(
+        z,
+        scaling,
+        y,
+        grid,
+        width,
+        seed=seed,
+        block_size=block_size,
+        dtype=dtype,
+        threads=threads,
+        device=device,
+        backend=backend,
+        on_progress=on_progress,
+    )
+    return None if estimate is None else (grid, estimate)
 
 
 def _relative_errors(residual: np.ndarray, reference: np.ndarray) -> list[float | None]:

@@ -35,6 +35,10 @@ class LayerAnalysis(ResultModel):
     n_samples: int | None = None
     e_low: list[float] | None = None
     e_high: list[float] | None = None
+    estimator: Literal["exact", "row_sampled"] = "exact"
+    rows_evaluated: int | None = Field(None, description="Rows whose kernel row was evaluated.")
+    lfr_ci_half_width: list[float] | None = Field(None, description="95 % half-width per δ.")
+    rdf_ci_half_width: list[float] | None = Field(None, description="95 % half-width per RDF.")
 
 
 class Checkpoint(ResultModel):

@@ -200,6 +200,7 @@ def _analyse(
             device=device,
             threads=1 if device.type == "cpu" and work < SMALL_ANALYSIS_WORK else None,
             n_classes=data.n_classes,
+            ci=spec.ci,
             **grid_arguments(spec),
         )
         out.append(
@@ -218,6 +219,10 @@ def _analyse(
                 n_samples=result.n_samples,
                 e_low=_finite_or_none(result.e_low),
                 e_high=_finite_or_none(result.e_high),
+                estimator=result.estimator,
+                rows_evaluated=result.rows_evaluated,
+                lfr_ci_half_width=result.lfr_ci_half_width,
+                rdf_ci_half_width=result.rdf_ci_half_width,
             )
         )
     return out

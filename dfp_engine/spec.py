@@ -446,6 +446,13 @@ class AnalysisSpec(SpecModel):
         None, description="Layer for the sweep summary; default the deepest analysed layer."
     )
     block_size: int | None = Field(None, ge=1, le=1_000_000)
+    ci: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Estimate LFR from sampled rows until its 95 % half-width is at most this "
+        "at every δ (exact when that needs half the rows); not with filtering_test.",
+    )
 
     @field_validator("layers", "summary_layer", mode="before")
     @classmethod
@@ -468,6 +475,12 @@ class AnalysisSpec(SpecModel):
         if isinstance(v, list):
             _check_bandwidths(v, name="deltas")
         return v
+
+    @model_validator(mode="after")
+    def _ci_without_filtering_test(self) -> AnalysisSpec:
+        if self.ci is not None and self.filtering_test:
+            field_error(("ci",), "the row-sampled estimator does not run the filtering test", 1)
+        return self
 
     @field_validator("checkpoints")
     @classmethod
