@@ -35,10 +35,10 @@ class ErrorResponse(BaseModel):
 
 ERROR_DESCRIPTIONS = {
     401: "Missing, malformed, unknown or revoked API key",
-    404: "No such experiment for this key's owner",
-    409: "Conflicts with the experiment's state or an earlier request",
-    413: "Request body larger than the server's limit (DFP_MAX_BODY_BYTES)",
-    415: "Request body that is not JSON (send Content-Type: application/json)",
+    404: "No such experiment, analysis or dataset for this key's owner",
+    409: "Conflicts with the resource's state or an earlier request",
+    413: "Request body larger than the server's limit (DFP_MAX_BODY_BYTES, DFP_MAX_DATASET_BYTES)",
+    415: "Request body that is not JSON (uploads: not multipart/form-data)",
     422: "Invalid request or spec, or over a server limit (details name the field or limit)",
     429: "Too many requests with this key; retry after the Retry-After delay",
     503: "Database, broker or schema not ready; retry after the Retry-After delay",

@@ -12,6 +12,7 @@ Errors come back as the server's typed errors (`dfp.errors.NotFoundError`,
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
@@ -21,10 +22,12 @@ from typing import Any
 
 import httpx
 
+from dfp.datasets.schemas import DatasetPublic, DatasetsPublic
 from dfp.errors import (
     ERRORS_BY_CODE,
     ERRORS_BY_STATUS,
     DfpError,
+    InvalidRequestError,
     RateLimitedError,
     ServiceUnavailableError,
 )
@@ -224,6 +227,54 @@ class Client:
             params["cursor"] = cursor
         response = self._request("GET", "/v1/experiments", params=params)
         return ExperimentsPublic.model_validate_json(response.content)
+
+    # --------------------------------------------------------------- datasets
+
+    def upload_dataset(
+        self, source: str | Path | Mapping[str, Any], *, name: str | None = None
+    ) -> DatasetPublic:
+        """Upload an .npy/.npz file, or a mapping of array names to arrays (sent as an .npz).
+
+        The file is streamed from disk; uploading the same bytes again returns the same
+        dataset. Name it in specs as `dataset: {kind: uploaded, id: <id>, x: ..., y: ...}`."""
+        if isinstance(source, Mapping):
+            import numpy as np
+
+            with tempfile.TemporaryDirectory(prefix="dfp-upload-") as folder:
+                path = Path(folder) / f"{name or 'arrays'}.npz"
+                arrays = {key: np.asarray(value) for key, value in source.items()}
+                np.savez(path, **arrays)  # type: ignore[arg-type]
+                return self._upload(path, name)
+        return self._upload(Path(source), name)
+
+    def _upload(self, path: Path, name: str | None) -> DatasetPublic:
+        data = {"name": name} if name is not None else {}
+        try:
+            handle = path.open("rb")
+        except OSError as exc:
+            raise InvalidRequestError(f"cannot read '{path}': {exc}") from None
+        with handle:
+            response = self._request(
+                "POST", "/v1/datasets", files={"file": (path.name, handle)}, data=data
+            )
+        return DatasetPublic.model_validate_json(response.content)
+
+    def dataset(self, dataset_id: str) -> DatasetPublic:
+        """One of your datasets: its arrays' names, shapes and dtypes."""
+        response = self._request("GET", f"/v1/datasets/{dataset_id}")
+        return DatasetPublic.model_validate_json(response.content)
+
+    def datasets(self, *, limit: int = 50, cursor: str | None = None) -> DatasetsPublic:
+        """One page of your datasets, newest first."""
+        params: dict[str, Any] = {"limit": limit}
+        if cursor is not None:
+            params["cursor"] = cursor
+        response = self._request("GET", "/v1/datasets", params=params)
+        return DatasetsPublic.model_validate_json(response.content)
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Delete a dataset no unfinished experiment or analysis reads."""
+        self._request("DELETE", f"/v1/datasets/{dataset_id}")
 
     def iter(self, **filters: Any) -> Iterator[ExperimentSummary]:
         """Every experiment matching the filters, following cursors."""

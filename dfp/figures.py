@@ -14,16 +14,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from dfp_engine.plots import panels as _panels
+from dfp_engine.plots import pick_evenly as _pick
+from dfp_engine.plots import rdf_by_layer
+from dfp_engine.plots import rdf_line as _rdf_line
+from dfp_engine.plots import style_rdf as _style_rdf
 from dfp_engine.results import Checkpoint, ExperimentResult, LayerAnalysis, RunResult
 
 if TYPE_CHECKING:
     from dfp_engine.frequency import FrequencyResult
-
-# Panels per figure at most: long checkpoint schedules show evenly chosen epochs, ends included.
-MAX_PANELS = 12
 
 
 def plot_frequency(result: FrequencyResult, path: Path, *, title: str | None = None) -> Path:
@@ -73,60 +74,10 @@ def _run_label(result: ExperimentResult, run: RunResult) -> str:
     return f"{field.rsplit('.', 1)[-1]} = {run.sweep_value}"
 
 
-def _pick(items: list[Any], limit: int = MAX_PANELS) -> list[Any]:
-    """At most `limit` items spread evenly, first and last kept."""
-    if len(items) <= limit:
-        return items
-    step = (len(items) - 1) / (limit - 1)
-    return [items[round(i * step)] for i in range(limit)]
-
-
-def _panels(n: int, width: float = 4.0, height: float = 3.2) -> tuple[Figure, list[Axes]]:
-    cols = min(n, 4)
-    rows = math.ceil(n / cols)
-    # Fixed margins: a layout engine costs seconds on a 12-panel figure.
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
-    fig.subplots_adjust(
-        left=0.25 / cols,
-        right=1 - 0.06 / cols,
-        bottom=0.45 / (height * rows),
-        top=1 - 0.8 / (height * rows),
-        wspace=0.28,
-        hspace=0.42 * 3.2 / height,
-    )
-    flat = [ax for row in axes for ax in row]
-    for ax in flat[n:]:
-        ax.set_visible(False)
-    return fig, flat[:n]
-
-
-def _rdf_line(ax: Axes, layer: LayerAnalysis, label: str, color: Any = None) -> None:
-    ax.plot(
-        layer.rdf_inverse_deltas, layer.rdf, marker="o", ms=2.5, lw=1.2, label=label, color=color
-    )
-    if layer.peak_inverse_delta is not None:
-        ax.axvline(layer.peak_inverse_delta, color=ax.lines[-1].get_color(), lw=0.6, ls=":")
-
-
-def _style_rdf(ax: Axes, title: str) -> None:
-    ax.set(xscale="log", xlabel="1/δ", ylabel="RDF", title=title)
-    ax.grid(alpha=0.3)
-
-
 def _rdf_layers(result: ExperimentResult, run: RunResult) -> Figure:
     """One panel per checkpoint, one line per analysed layer: RDF against 1/δ."""
-    checkpoints = _pick(run.checkpoints)
-    fig, axes = _panels(max(len(checkpoints), 1))
-    cmap = plt.get_cmap("viridis")
-    for ax, checkpoint in zip(axes, checkpoints, strict=False):
-        n = len(checkpoint.layers)
-        for k, layer in enumerate(checkpoint.layers):
-            _rdf_line(ax, layer, layer.layer, cmap(k / max(n - 1, 1)))
-        _style_rdf(ax, f"epoch {checkpoint.epoch}")
-    if checkpoints:
-        axes[0].legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"RDF of each layer's effective target ({_run_label(result, run)})")
-    return fig
+    title = f"RDF of each layer's effective target ({_run_label(result, run)})"
+    return rdf_by_layer(run.checkpoints, title)
 
 
 def _rdf_across_runs(result: ExperimentResult) -> Figure:

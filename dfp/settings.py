@@ -49,6 +49,16 @@ class Settings(BaseSettings):
     # Folders whose files specs may name (npz paths, image dataset roots); empty: data_dir/datasets.
     dataset_roots: list[Path] = Field(default_factory=list)
 
+    # Uploaded datasets (POST /v1/datasets).
+    max_dataset_bytes: int = Field(
+        1 << 30, ge=1024, description="Largest .npy/.npz file accepted (413 above)."
+    )
+    max_dataset_array_bytes: int = Field(
+        4 << 30,
+        ge=1024,
+        description="Declared size of one upload's arrays, decompressed (422 above): zip bombs.",
+    )
+
     # Hostile input and abuse.
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body accepted (413 above)."

@@ -1,4 +1,4 @@
-"""Low Frequency Ratio, Ratio Density Function and the filtering test (METHOD.md §2-§4)."""
+"""Low Frequency Ratio, Ratio Density Function and the filtering test (docs/method.md §2-§4)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dfp_engine.deltas import AUTO_GRID_SAMPLE, auto_deltas, resolve_deltas
+from dfp_engine.deltas import auto_deltas, grid_sample_rows, resolve_deltas
 from dfp_engine.lowpass import Backend, lowpass_sums
-from dfp_engine.normalization import NORMALIZATION_MODES, normalize
-from dfp_engine.row_sampling import SampledEstimate, feature_scaling, sampled_lfr
+from dfp_engine.normalization import (
+    NORMALIZATION_MODES,
+    column_divisors,
+    column_statistics,
+    normalize,
+)
+from dfp_engine.row_sampling import FeatureScaling, sampled_lfr
 
 if TYPE_CHECKING:
     import torch
@@ -96,8 +101,11 @@ def as_targets(labels: ArrayLike, n_classes: int | None = None) -> np.ndarray:
 
 
 def as_features(features: ArrayLike) -> np.ndarray:
-    """Features as an (n, d) array; higher-rank inputs are flattened per sample."""
-    t = as_array(features)
+    """Features as an (n, d) array; higher-rank inputs are flattened per sample.
+
+    A memory-mapped array stays one (a view of the same file), so it can be streamed.
+    """
+    t = features if isinstance(features, np.memmap) else as_array(features)
     if t.ndim == 0:
         raise ValueError("features must have one row per sample")
     if t.dtype.kind not in "biuf":
@@ -138,14 +146,15 @@ def _resolve_grid(
     return resolve_deltas(deltas=deltas, inverse_deltas=inverse_deltas)
 
 
-def _check_inputs(z: np.ndarray, y: np.ndarray) -> None:
-    """Shapes and finite labels; the features' finiteness is checked where they are read."""
+def _check_inputs(z: np.ndarray, y: np.ndarray, *, z_finite: bool | None = None) -> None:
     if z.shape[0] != y.shape[0]:
         raise ValueError(f"features have {z.shape[0]} rows but labels have {y.shape[0]}")
     if z.shape[0] < 2:
         raise ValueError(f"need at least 2 samples, got {z.shape[0]}")
     if z.shape[1] == 0 or y.shape[1] == 0:
         raise ValueError("features and labels need at least one column")
+    if not (np.isfinite(z).all() if z_finite is None else z_finite):
+        raise ValueError("features contain NaN or inf")
     if not np.isfinite(y).all():
         raise ValueError("labels contain NaN or inf")
 
@@ -191,6 +200,7 @@ def analyze_frequency(
     threads: int | None = None,
     backend: Backend | None = None,
     n_classes: int | None = None,
+    stream_memory: int | None = None,
     on_progress: Callable[[float], None] | None = None,
     ci: float | None = None,
     seed: int = 0,
@@ -203,9 +213,11 @@ def analyze_frequency(
     grid of 20 values is used. `dtype` ('float32' or 'float64', numpy or torch) sets the tile
     precision; sums are float64 either way. `threads` caps the CPU threads (default: all
     cores); `backend` picks numpy or torch for the tiles (default: numpy on the CPU).
+    Features given as an `np.memmap` are streamed from their file, never loaded whole
+    (CPU only); `stream_memory` caps the bytes of rows the tiles then hold.
     With `ci` = W, LFR is estimated from sampled rows (seeded by `seed`) until its 95 %
-    half-width is at most W at every δ (dfp_engine.row_sampling); when that needs half the
-    rows or more, the exact result is computed instead. Features are then only read in chunks.
+    half-width is at most W at every δ (dfp_engine.row_sampling; docs/method.md §7); when that
+    needs half the rows or more, the exact result is computed instead.
     """
     start = time.perf_counter()
     if normalization not in NORMALIZATION_MODES:
@@ -217,7 +229,11 @@ def analyze_frequency(
     dev = _resolve_device(device)
     z = as_features(features)
     y = as_targets(labels, n_classes)
-    _check_inputs(z, y)
+    # A memory-mapped z is streamed: statistics in one chunked pass, scaling applied per tile.
+    # The row-sampled estimator reads any z that way.
+    streamed = isinstance(z, np.memmap)
+    stats = column_statistics(z) if streamed or ci is not None else None
+    _check_inputs(z, y, z_finite=None if stats is None else stats.finite)
     power = float((y * y).sum())
     if power == 0.0:
         raise ValueError("labels are all zero: the low frequency ratio is undefined")
@@ -225,13 +241,16 @@ def analyze_frequency(
     limit = float((mean_y * mean_y).sum() / (power / y.shape[0]))
 
     if ci is not None:
-        sampled = _row_sampled(
-            z, y, ci, deltas, inverse_deltas, auto_deltas, normalization, DTYPES[precision],
-            block_size=block_size, threads=threads, seed=seed, device=dev, backend=backend,
-            on_progress=on_progress,
+        assert stats is not None
+        scaling = FeatureScaling.from_statistics(stats, normalization)
+        # the automatic grid looks at the same seeded row sample as on the exact path
+        sample = scaling.apply(z[grid_sample_rows(z.shape[0])], DTYPES[precision])
+        grid = _resolve_grid(sample, deltas, inverse_deltas, auto_deltas)
+        estimate = sampled_lfr(
+            z, scaling, y, grid, ci, seed=seed, block_size=block_size, dtype=DTYPES[precision],
+            threads=threads, device=dev, backend=backend, on_progress=on_progress,
         )  # fmt: skip
-        if sampled is not None:
-            grid, estimate = sampled
+        if estimate is not None:
             density = ratio_density(grid, estimate.lfr)
             return FrequencyResult(
                 deltas=grid,
@@ -256,10 +275,17 @@ def analyze_frequency(
                 rdf_ci_half_width=estimate.rdf_half_width,
             )
 
-    if not np.isfinite(z).all():
-        raise ValueError("features contain NaN or inf")
-    zn = normalize(z.astype(DTYPES[precision], copy=False), normalization)
-    grid = _resolve_grid(zn, deltas, inverse_deltas, auto_deltas)
+    scale: np.ndarray | None = None
+    if not streamed:
+        zn = normalize(z.astype(DTYPES[precision], copy=False), normalization)
+        grid = _resolve_grid(zn, deltas, inverse_deltas, auto_deltas)
+    else:
+        assert stats is not None
+        zn = z
+        scale = 1.0 / column_divisors(stats, normalization)
+        # the automatic grid looks at a seeded row sample only: scale just those rows
+        sample = np.asarray(z[grid_sample_rows(z.shape[0])], dtype=np.float64) * scale
+        grid = _resolve_grid(sample.astype(DTYPES[precision]), deltas, inverse_deltas, auto_deltas)
 
     values = y
     if predictions is not None:
@@ -281,6 +307,8 @@ def analyze_frequency(
         threads=threads,
         device=dev,
         backend=backend,
+        scale=scale,
+        stream_memory=stream_memory,
         on_progress=on_progress,
     )
     c = y.shape[1]
@@ -296,7 +324,7 @@ def analyze_frequency(
         e_high = _relative_errors(high[:, :, c:], high[:, :, :c])
 
     density = ratio_density(grid, lfr)
-    exact_ci = ci is not None  # asked for an interval, and the exact result has none
+    exact_ci = ci is not None  # an interval was asked for: the exact result's is zero
     return FrequencyResult(
         deltas=grid,
         inverse_deltas=[1.0 / d for d in grid],
@@ -322,48 +350,6 @@ def analyze_frequency(
     )
 
 
-def _row_sampled(
-    z: np.ndarray,
-    y: np.ndarray,
-    width: float,
-    deltas: Sequence[float] | None,
-    inverse_deltas: Sequence[float] | None,
-    auto: int | None,
-    normalization: str,
-    dtype: type[np.floating[Any]],
-    *,
-    block_size: int | None,
-    threads: int | None,
-    seed: int,
-    device: str,
-    backend: Backend | None,
-    on_progress: Callable[[float], None] | None,
-) -> tuple[list[float], SampledEstimate] | None:
-    """The δ grid and the row-sampled estimate; None where the exact pass is cheaper."""
-    scaling = feature_scaling(z, normalization)
-    n = z.shape[0]
-    # The automatic grid looks at the same seeded subset as on the exact path.
-    subset = np.arange(n)
-    if n > AUTO_GRID_SAMPLE:
-        subset = np.sort(np.random.default_rng(0).choice(n, size=AUTO_GRID_SAMPLE, replace=False))
-    grid = _resolve_grid(scaling.apply(z[subset], dtype), deltas, inverse_deltas, auto)
-    estimate = sampled_lfr(
-        z,
-        scaling,
-        y,
-        grid,
-        width,
-        seed=seed,
-        block_size=block_size,
-        dtype=dtype,
-        threads=threads,
-        device=device,
-        backend=backend,
-        on_progress=on_progress,
-    )
-    return None if estimate is None else (grid, estimate)
-
-
 def _relative_errors(residual: np.ndarray, reference: np.ndarray) -> list[float | None]:
     """sqrt(Σ|residual|^2 / Σ|reference|^2) per δ; None where the reference has no power."""
     num = (residual**2).sum(axis=(1, 2))
@@ -382,7 +368,7 @@ def filtering_test(
     device: str | torch.device = "cpu",
     n_classes: int | None = None,
 ) -> FrequencyResult:
-    """The F-principle filtering test (METHOD §4): e_low, e_high of predictions vs targets.
+    """The F-principle filtering test (docs/method.md §4): e_low, e_high of predictions vs targets.
 
     Filters in input space (no normalisation by default, as in the original demo).
     """

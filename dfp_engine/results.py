@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from dfp_engine.frequency import FrequencyResult
 
 RunStatus = Literal["succeeded", "failed", "cancelled"]
 
@@ -39,6 +43,36 @@ class LayerAnalysis(ResultModel):
     rows_evaluated: int | None = Field(None, description="Rows whose kernel row was evaluated.")
     lfr_ci_half_width: list[float] | None = Field(None, description="95 % half-width per δ.")
     rdf_ci_half_width: list[float] | None = Field(None, description="95 % half-width per RDF.")
+
+    @classmethod
+    def from_frequency(cls, layer: str, result: FrequencyResult) -> LayerAnalysis:
+        """The stored record of one layer's FrequencyResult."""
+        return cls(
+            layer=layer,
+            dim=result.dim,
+            normalization=result.normalization,
+            deltas=result.deltas,
+            inverse_deltas=result.inverse_deltas,
+            lfr=result.lfr,
+            rdf_inverse_deltas=result.rdf_inverse_deltas,
+            rdf=result.rdf,
+            peak_inverse_delta=result.peak_inverse_delta,
+            mean_inverse_delta=result.mean_inverse_delta,
+            lfr_limit=result.lfr_limit,
+            n_samples=result.n_samples,
+            e_low=_finite_or_none(result.e_low),  # type: ignore[arg-type]
+            e_high=_finite_or_none(result.e_high),  # type: ignore[arg-type]
+            estimator=result.estimator,  # type: ignore[arg-type]
+            rows_evaluated=result.rows_evaluated,
+            lfr_ci_half_width=result.lfr_ci_half_width,
+            rdf_ci_half_width=result.rdf_ci_half_width,
+        )
+
+
+def _finite_or_none(values: list[float | None] | None) -> list[float | None] | None:
+    if values is None:
+        return None
+    return [v if v is not None and math.isfinite(v) else None for v in values]
 
 
 class Checkpoint(ResultModel):

@@ -16,8 +16,8 @@ every half-width is at most W. When the rows needed reach half of n, the exact s
 (n² / 2 pairs) is cheaper than m · n, and the exact result is returned instead.
 
 Features are read in chunks of rows, so an np.memmap is never copied whole: one streaming pass
-gives the normalisation statistics (and checks finiteness), and every round streams the columns
-once against the sampled rows.
+gives the normalisation statistics (dfp_engine.normalization.column_statistics), and every
+round streams the columns once against the sampled rows, releasing their pages as it goes.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ from dfp_engine.lowpass import (
     _single_threaded_blas,
     default_block_size,
 )
+from dfp_engine.normalization import ColumnStatistics, column_divisors, column_statistics
+from dfp_engine.streaming import release_pages
 
 Z95 = NormalDist().inv_cdf(0.975)
 FIRST_ROUND_ROWS = 512  # enough rows for a usable first estimate of every s²
@@ -52,10 +54,15 @@ EXACT_FRACTION = 0.5  # beyond m = n/2 rows, the exact symmetric pass costs less
 
 @dataclass(frozen=True)
 class FeatureScaling:
-    """z -> (z - centre) * scale per dimension: the normalisation, centred, from one pass."""
+    """z -> (z - centre) * scale per dimension: the normalisation, centred."""
 
     centre: np.ndarray  # (d,) float64: the features' mean (distances ignore the shift)
     scale: np.ndarray  # (d,) float64
+
+    @classmethod
+    def from_statistics(cls, stats: ColumnStatistics, mode: str) -> FeatureScaling:
+        """The scaling `normalize(z, mode)` applies, from the streamed column statistics."""
+        return cls(centre=stats.mean, scale=1.0 / column_divisors(stats, mode))
 
     def apply(self, rows: np.ndarray, dtype: type[np.floating[Any]]) -> np.ndarray:
         """Normalised, centred rows (r, d) in `dtype`."""
@@ -66,38 +73,11 @@ class FeatureScaling:
 
 
 def feature_scaling(z: np.ndarray, mode: str) -> FeatureScaling:
-    """Statistics of `normalize(z, mode)` streamed over row chunks; rejects NaN and inf."""
-    n, d = z.shape
-    count, mean, m2 = 0, np.zeros(d), np.zeros(d)
-    top = np.zeros(d)
-    for j0 in range(0, n, CHUNK_ROWS):
-        chunk = np.array(z[j0 : j0 + CHUNK_ROWS], dtype=np.float64)  # worked in place
-        if not np.isfinite(chunk).all():
-            raise ValueError("features contain NaN or inf")
-        np.maximum(top, np.maximum(chunk.max(axis=0), -chunk.min(axis=0)), out=top)
-        # Chan's combination of chunk moments: stable where a running sum of squares is not.
-        k = chunk.shape[0]
-        c_mean = chunk.mean(axis=0)
-        chunk -= c_mean
-        c_m2 = np.einsum("ij,ij->j", chunk, chunk)
-        delta = c_mean - mean
-        total = count + k
-        mean = mean + delta * (k / total)
-        m2 = m2 + c_m2 + delta**2 * (count * k / total)
-        count = total
-    if mode == "none":
-        scale = np.ones(d)
-    elif mode == "max_abs_per_dim":
-        scale = 1.0 / np.where(top > 0, top, 1.0)
-    elif mode == "max_abs_global":
-        peak = float(top.max())
-        scale = np.full(d, 1.0 / peak if peak > 0 else 1.0)
-    elif mode == "standardize_per_dim":
-        std = np.sqrt(m2 / n)
-        scale = 1.0 / np.where(std > 0, std, 1.0)
-    else:
-        raise ValueError(f"unknown normalization '{mode}'")
-    return FeatureScaling(centre=mean, scale=scale)
+    """The scaling of `normalize(z, mode)` from one streaming pass; rejects NaN and inf."""
+    stats = column_statistics(z)
+    if not stats.finite:
+        raise ValueError("features contain NaN or inf")
+    return FeatureScaling.from_statistics(stats, mode)
 
 
 @dataclass(frozen=True)
@@ -275,6 +255,7 @@ def _numpy_row_sums(
         for j0 in range(0, n, chunk):
             cols = min(chunk, n - j0)
             block = scaling.apply(z[j0 : j0 + cols], dtype)  # (cols, d), streamed
+            release_pages(z, j0, j0 + cols)
             right.fill(0)
             rhs.fill(0)
             right[:cols, :d] = block * -2.0
@@ -332,6 +313,7 @@ def _torch_row_sums(
     for j0 in range(0, n, chunk):
         cols = min(chunk, n - j0)
         right = torch.from_numpy(scaling.apply(z[j0 : j0 + cols], dtype)).to(dev)  # (cols, d)
+        release_pages(z, j0, j0 + cols)
         right_sq = (right * right).sum(dim=1)
         rhs = torch.ones(cols, c + 1, dtype=tdtype, device=dev)  # [values | 1]
         rhs[:, :c] = torch.from_numpy(targets[j0 : j0 + cols]).to(dev, tdtype)

@@ -2,7 +2,7 @@
 
 `run_one` trains one run (one sweep value) and analyses the effective target function
 {(h^[l](x_i), y_i)} of every requested layer on a fixed, seeded subset of the training inputs
-at each checkpoint (METHOD §1-§4). `run_experiment` runs them all and assembles the result.
+at each checkpoint (docs/method.md §1-§4). `run_experiment` runs them all and assembles the result.
 Training problems never raise: a diverged run is `failed` with code `diverged`, a cancelled
 one `cancelled`, both with everything recorded so far. Bad specs or data raise ValueError.
 """
@@ -24,7 +24,6 @@ from dfp_engine import __version__
 from dfp_engine.capture import capture_representations
 from dfp_engine.datasets import Dataset, load_dataset
 from dfp_engine.frequency import analyze_frequency
-from dfp_engine.layers import capture_names, resolve_layer, resolve_layers
 from dfp_engine.models import Network, build_model
 from dfp_engine.results import (
     Checkpoint,
@@ -43,6 +42,9 @@ from dfp_engine.spec import (
     EveryEpochs,
     ExperimentSpec,
     InverseDeltas,
+    capture_names,
+    resolve_layer,
+    resolve_layers,
 )
 from dfp_engine.training import (
     SMALL_ANALYSIS_WORK,
@@ -179,7 +181,7 @@ def _analyse(
     reps, outputs = capture_representations(model, x, layers)
     predictions = None
     if spec.filtering_test:
-        # The filtering test compares the network's outputs with the labels (METHOD §4).
+        # The filtering test compares the network's outputs with the labels (docs/method.md §4).
         predictions = (
             torch.softmax(outputs, dim=1) if run.training.loss == "cross_entropy" else outputs
         ).cpu()
@@ -203,35 +205,8 @@ def _analyse(
             ci=spec.ci,
             **grid_arguments(spec),
         )
-        out.append(
-            LayerAnalysis(
-                layer=name,
-                dim=result.dim,
-                normalization=result.normalization,
-                deltas=result.deltas,
-                inverse_deltas=result.inverse_deltas,
-                lfr=result.lfr,
-                rdf_inverse_deltas=result.rdf_inverse_deltas,
-                rdf=result.rdf,
-                peak_inverse_delta=result.peak_inverse_delta,
-                mean_inverse_delta=result.mean_inverse_delta,
-                lfr_limit=result.lfr_limit,
-                n_samples=result.n_samples,
-                e_low=_finite_or_none(result.e_low),
-                e_high=_finite_or_none(result.e_high),
-                estimator=result.estimator,
-                rows_evaluated=result.rows_evaluated,
-                lfr_ci_half_width=result.lfr_ci_half_width,
-                rdf_ci_half_width=result.rdf_ci_half_width,
-            )
-        )
+        out.append(LayerAnalysis.from_frequency(name, result))
     return out
-
-
-def _finite_or_none(values: list[float | None] | None) -> list[float | None] | None:
-    if values is None:
-        return None
-    return [v if v is not None and math.isfinite(v) else None for v in values]
 
 
 def run_one(
@@ -247,7 +222,7 @@ def run_one(
     if not 0 <= index < len(values):
         raise ValueError(f"run index {index} is out of range: the spec has {len(values)} run(s)")
     started = time.perf_counter()
-    run = spec.run_spec(values[index])
+    run = spec.run_specs[index]
     state = _Run(spec, run, index, on_progress, on_checkpoint)
     cancelled = should_cancel if should_cancel is not None else lambda: False
     if cancelled():
@@ -417,7 +392,7 @@ def summarize(spec: ExperimentSpec, runs: list[RunResult]) -> list[SummaryRow]:
     """Per run: sweep value, time to target, final loss and the summary layer's RDF peaks."""
     rows: list[SummaryRow] = []
     for run in runs:
-        layer = summary_layer(spec.run_spec(run.sweep_value) if spec.sweep else spec)
+        layer = summary_layer(spec.run_specs[run.index])
         peaks: dict[str, float | None] = {}
         for checkpoint in run.checkpoints:
             match = next((la for la in checkpoint.layers if la.layer == layer), None)

@@ -22,6 +22,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from dfp.datasets.materialize import engine_spec
 from dfp.experiments import lifecycle
 from dfp.experiments.curves import checkpoint_bytes, history_bytes
 from dfp.experiments.lifecycle import Lease, ProgressReport
@@ -175,7 +176,7 @@ def _execute(ctx: WorkerContext, lease: Lease) -> None:
             _release(ctx, lease, "its worker shut down")
             return
         result = _within_size_limit(ctx, lease, result, monitor)
-    environment = _environment(spec.run_spec(lease.sweep_value), ctx) if spec else None
+    environment = _environment(spec.run_specs[lease.index], ctx) if spec else None
     stored = _store(ctx, lease, result, environment, _summarizer(spec))
     log.info(
         "run %s: %s%s", lease.run_id, result.status, "" if stored else " (lease lost; discarded)"
@@ -199,13 +200,14 @@ def _run(ctx: WorkerContext, lease: Lease, spec: ExperimentSpec) -> tuple[RunRes
     monitor = RunMonitor(ctx.db, lease, settings.heartbeat_seconds, settings.max_result_bytes)
     with monitor:
         try:
-            result = run_one(
-                spec,
-                lease.index,
-                on_progress=lambda p: monitor.report(_progress(p)),
-                should_cancel=monitor.should_cancel,
-                on_checkpoint=lambda _index, checkpoint: monitor.store_checkpoint(checkpoint),
-            )
+            with engine_spec(ctx.db, settings, spec) as readable:
+                result = run_one(
+                    readable,
+                    lease.index,
+                    on_progress=lambda p: monitor.report(_progress(p)),
+                    should_cancel=monitor.should_cancel,
+                    on_checkpoint=lambda _index, c: monitor.store_checkpoint(c),
+                )
         except ValueError as exc:  # the engine's word for bad specs and missing data
             result = _failed(lease, "invalid_spec", str(exc))
         except SoftTimeLimitExceeded:

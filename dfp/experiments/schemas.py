@@ -28,11 +28,11 @@ class ExperimentCreate(ExperimentSpec):
     def to_spec(self) -> ExperimentSpec:
         """The experiment spec alone: its fields and validators already ran on this body."""
         fields = {name: getattr(self, name) for name in ExperimentSpec.model_fields}
-        return ExperimentSpec.model_construct(self.model_fields_set - SUBMISSION_FIELDS, **fields)
-
-    def run_spec(self, value: Any) -> ExperimentSpec:
-        # The sweep check of the spec validator builds run specs; they must not carry our fields.
-        return self.to_spec().run_spec(value)
+        spec = ExperimentSpec.model_construct(self.model_fields_set - SUBMISSION_FIELDS, **fields)
+        if self.sweep is not None:
+            # The run specs validation built travel along (cached_property keeps them in __dict__).
+            spec.__dict__["run_specs"] = self.run_specs
+        return spec
 
 
 class PublicModel(BaseModel):

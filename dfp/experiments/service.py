@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any, Protocol
 
@@ -16,6 +15,8 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from dfp.cursors import decode_cursor, encode_cursor
+from dfp.datasets import service as datasets
 from dfp.errors import (
     ConflictError,
     IdempotencyConflictError,
@@ -87,6 +88,7 @@ def submit(
     session = uow.session
     spec = resolve_dataset_path(body.to_spec(), settings)
     check_spec_limits(spec, settings)
+    dataset_id = datasets.check_spec_dataset(session, owner, spec, settings)
     callback_url = str(body.callback_url) if body.callback_url is not None else None
     if callback_url is not None:
         check_callback(callback_url, settings)
@@ -117,6 +119,7 @@ def submit(
         "request_hash": fingerprint,
         "idempotency_key": idempotency_key,
         "callback_url": callback_url,
+        "dataset_id": dataset_id,
         "queue": queue_for(spec),
         "n_runs": len(values),
         "cancel_requested": False,
@@ -129,13 +132,13 @@ def submit(
             "index": index,
             "sweep_value": value,
             "status": "queued",
-            "queue": queue_for(spec.run_spec(value)),
+            "queue": queue_for(run_spec),
             "attempts": 0,
             "enqueues": 1,
             "enqueued_at": now,
             "progress_fraction": 0.0,
         }
-        for index, value in enumerate(values)
+        for index, (value, run_spec) in enumerate(zip(values, spec.run_specs, strict=True))
     ]
     if idempotency_key is None:
         run_ids = repository.insert_job(session, job_row, tags, run_rows)
@@ -308,25 +311,6 @@ def _error(code: str | None, message: str | None) -> ErrorInfo | None:
 # ----------------------------------------------------------------------- listing
 
 
-def encode_cursor(job: Job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), str(job.id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        created_at, job_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        at = datetime.fromisoformat(created_at)
-        if at.tzinfo is None:
-            raise ValueError("a cursor's time has a zone")
-        return at.astimezone(UTC), uuid.UUID(job_id)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise InvalidRequestError(
-            "cursor: not a cursor this server issued", details={"field": "cursor"}
-        ) from exc
-
-
 def list_experiments(
     session: Session,
     owner: str,
@@ -355,7 +339,7 @@ def list_experiments(
     return ExperimentsPublic(
         data=[summary_public(job, attempts.get(job.id, 0)) for job in page],
         count=len(page),
-        next_cursor=encode_cursor(page[-1]) if more and page else None,
+        next_cursor=encode_cursor(page[-1].created_at, page[-1].id) if more and page else None,
     )
 
 

@@ -40,6 +40,8 @@ TABLES = (
     "runs",
     "job_tags",
     "jobs",
+    "dataset_chunks",
+    "datasets",
     "api_keys",
 )
 
@@ -321,6 +323,8 @@ class Backend:
             else:
                 for table in TABLES:
                     connection.execute(text(f"DELETE FROM {table}"))
+        for stored in (self.settings.data_dir / "dataset-files").glob("*"):
+            stored.unlink()
         if self.settings.broker_url:
             redis.Redis.from_url(self.settings.broker_url).flushdb()
         else:
