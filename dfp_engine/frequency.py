@@ -216,7 +216,7 @@ def analyze_frequency(
     Features given as an `np.memmap` are streamed from their file, never loaded whole
     (CPU only); `stream_memory` caps the bytes of rows the tiles then hold.
     With `ci` = W, LFR is estimated from sampled rows (seeded by `seed`) until its 95 %
-    half-width is at most W at every δ (dfp_engine.row_sampling; docs/method.md §7); when that
+    half-width is at most W at every δ (dfp_engine.row_sampling; docs/method.md §2a); when that
     needs half the rows or more, the exact result is computed instead.
     """
     start = time.perf_counter()

@@ -83,7 +83,11 @@ def test_tiny_width_falls_back_to_the_exact_pass() -> None:
     assert r.lfr_ci_half_width == [0.0] * len(DELTAS)
 
 
-def test_memory_mapped_features_are_read_in_place(tmp_path: Path) -> None:
+def test_memory_mapped_features_are_read_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Statistics chunks of 1 MiB instead of 64, so a small file shows what is held at once.
+    monkeypatch.setattr("dfp_engine.streaming.STREAM_CHUNK_BYTES", 2**20)
     n, d = 250_000, 32
     x, labels = clusters(n, d, 3, seed=5)
     np.save(tmp_path / "x.npy", x.astype(np.float32))

@@ -106,7 +106,8 @@ def analyze(
         fail(f"--plot: '{plot}' must be a .png file")
     grid = parse_float_list(deltas, "--deltas") if deltas is not None else None
     inverse = parse_float_list(inverse_deltas, "--inverse-deltas") if inverse_deltas else None
-    x = load_array(features, "features", mapped=True)
+    # With --ci the features are only read in chunks: a mapped .npy is never loaded whole.
+    x = load_array(features, "features", mapped=ci is not None)
     y = load_array(labels, "labels")
     p = load_array(predictions, "predictions") if predictions is not None else None
     from dfp_engine.frequency import analyze_frequency  # numpy on the CPU; torch only for CUDA
