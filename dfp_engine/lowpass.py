@@ -545,7 +545,10 @@ def _run_workers(
     """work(0) on this thread, work(1 … workers-1) on helper threads, all joined; a helper's
     exception is re-raised here."""
     if workers == 1:
-        work(0)
+        # BLAS stays single-threaded here too: its own threads on these small GEMMs spin and
+        # contend (25x slower at n = 3000 on 2 busy cores).
+        with quiet:
+            work(0)
         return
     errors: list[BaseException] = []
     with quiet:
