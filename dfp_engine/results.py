@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from dfp_engine.frequency import FrequencyResult
 
 RunStatus = Literal["succeeded", "failed", "cancelled"]
+Outcome = Literal["holds", "does_not_hold", "inconclusive"]
 
 
 class ResultModel(BaseModel):
@@ -75,6 +76,24 @@ def _finite_or_none(values: list[float | None] | None) -> list[float | None] | N
     return [v if v is not None and math.isfinite(v) else None for v in values]
 
 
+class FourierAnalysis(ResultModel):
+    """Spectra of the target and the network's output at one checkpoint (docs/method.md).
+
+    Frequencies are angular, in the units of the input: sin(k·x) sits at k."""
+
+    epoch: int
+    method: Literal["dft", "nudft"] = Field(
+        ..., description="dft on a uniform 1-D grid, else the non-uniform transform."
+    )
+    direction: list[float] = Field(..., description="Unit direction the inputs are projected on.")
+    frequencies: list[float]
+    target_amplitude: list[float] = Field(..., description="|f̂(k)|, normalised by n.")
+    output_amplitude: list[float] = Field(..., description="|ĥ(k)|, normalised by n.")
+    peaks: list[float] = Field(..., description="Frequencies of the target's peaks, ascending.")
+    peak_indices: list[int]
+    relative_error_at_peaks: list[float] = Field(..., description="|ĥ(k) − f̂(k)| / |f̂(k)|.")
+
+
 class Checkpoint(ResultModel):
     epoch: int
     step: int
@@ -116,6 +135,11 @@ class RunResult(ResultModel):
     checkpoints: list[Checkpoint] = Field(default_factory=list)
     elapsed_seconds: float = 0.0
     analysis_seconds: float = 0.0
+    fourier: list[FourierAnalysis] = Field(
+        default_factory=list, description="With analysis.fourier: one entry per checkpoint."
+    )
+    repeat: int = Field(0, description="Which of the spec's `repeats` of this sweep value.")
+    seed: int | None = Field(None, description="training.seed of this run.")
 
 
 class SummaryRow(ResultModel):
@@ -140,6 +164,18 @@ class Environment(ResultModel):
     numpy: str | None = None
 
 
+class Verdict(ResultModel):
+    """Whether one of the paper's claims holds in what was measured (docs/method.md, Verdicts)."""
+
+    claim: str
+    scope: dict[str, Any] = Field(..., description="Which run, checkpoint, sweep or seeds.")
+    statistic: str
+    value: float | None
+    threshold: float
+    outcome: Outcome
+    detail: str
+
+
 class ExperimentResult(ResultModel):
     spec: dict[str, Any]
     status: RunStatus
@@ -147,3 +183,4 @@ class ExperimentResult(ResultModel):
     environment: Environment
     runs: list[RunResult]
     summary: list[SummaryRow] = Field(default_factory=list)
+    verdicts: list[Verdict] = Field(default_factory=list)

@@ -205,6 +205,7 @@ def test_the_json_schema_describes_every_part() -> None:
         "training",
         "analysis",
         "sweep",
+        "repeats",
     }
     json.dumps(schema)
 

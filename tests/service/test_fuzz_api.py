@@ -59,6 +59,7 @@ OPERATIONS = [
     "submitExperiment",
     "listExperiments",
     "getExperiment",
+    "streamExperimentEvents",
     "getExperimentResults",
     "getExperimentResultsCsv",
     "listExperimentFigures",
@@ -77,6 +78,7 @@ OPERATIONS = [
 # Operations fuzzed once more against the real experiment (deleting it would end that).
 ON_REAL_EXPERIMENT = {
     "getExperiment",
+    "streamExperimentEvents",
     "getExperimentResults",
     "getExperimentResultsCsv",
     "listExperimentFigures",
