@@ -25,6 +25,7 @@ from dfp_engine.capture import capture_representations
 from dfp_engine.datasets import Dataset, load_dataset
 from dfp_engine.frequency import analyze_frequency
 from dfp_engine.models import Network, build_model
+from dfp_engine.representations import layer_analysis
 from dfp_engine.results import (
     Checkpoint,
     Environment,
@@ -204,31 +205,8 @@ def _analyse(
             n_classes=data.n_classes,
             **grid_arguments(spec),
         )
-        out.append(
-            LayerAnalysis(
-                layer=name,
-                dim=result.dim,
-                normalization=result.normalization,
-                deltas=result.deltas,
-                inverse_deltas=result.inverse_deltas,
-                lfr=result.lfr,
-                rdf_inverse_deltas=result.rdf_inverse_deltas,
-                rdf=result.rdf,
-                peak_inverse_delta=result.peak_inverse_delta,
-                mean_inverse_delta=result.mean_inverse_delta,
-                lfr_limit=result.lfr_limit,
-                n_samples=result.n_samples,
-                e_low=_finite_or_none(result.e_low),
-                e_high=_finite_or_none(result.e_high),
-            )
-        )
+        out.append(layer_analysis(name, result))
     return out
-
-
-def _finite_or_none(values: list[float | None] | None) -> list[float | None] | None:
-    if values is None:
-        return None
-    return [v if v is not None and math.isfinite(v) else None for v in values]
 
 
 def run_one(

@@ -52,11 +52,16 @@ _RUN_DEFAULTS: dict[str, Any] = {
 }
 
 
-def get_job(session: Session, job_id: uuid.UUID, owner: str | None = None) -> Job | None:
-    """A job with its tags; None if it does not exist or belongs to another owner."""
+def get_job(
+    session: Session, job_id: uuid.UUID, owner: str | None = None, kind: str | None = None
+) -> Job | None:
+    """A job with its tags; None if it does not exist, belongs to another owner or is of
+    another kind."""
     query = select(Job).options(selectinload(Job.tags)).where(Job.id == job_id)
     if owner is not None:
         query = query.where(Job.owner == owner)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
     return session.scalars(query).one_or_none()
 
 
@@ -74,8 +79,8 @@ def insert_job(
     return [int(run_id) for run_id in session.execute(_INSERT_RUNS, rows).scalars()]
 
 
-def job_status(session: Session, job_id: uuid.UUID, owner: str) -> str | None:
-    query = select(Job.status).where(Job.id == job_id, Job.owner == owner)
+def job_status(session: Session, job_id: uuid.UUID, owner: str, kind: str) -> str | None:
+    query = select(Job.status).where(Job.id == job_id, Job.owner == owner, Job.kind == kind)
     return session.scalar(query)
 
 
@@ -94,6 +99,7 @@ def list_jobs(
     owner: str,
     *,
     limit: int,
+    kind: str = "experiment",
     status: Collection[str] = (),
     tag: str | None = None,
     created_after: datetime | None = None,
@@ -101,7 +107,7 @@ def list_jobs(
     after: tuple[datetime, uuid.UUID] | None = None,
 ) -> Sequence[Job]:
     """Newest first, keyset-paginated on (created_at, id)."""
-    query = select(Job).options(selectinload(Job.tags)).where(Job.owner == owner)
+    query = select(Job).options(selectinload(Job.tags)).where(Job.owner == owner, Job.kind == kind)
     if status:
         query = query.where(Job.status.in_(list(status)))
     if tag is not None:
