@@ -222,6 +222,7 @@ def get_results(
             runs=run or (),
             layers=layer or (),
             epochs=epoch or (),
+            thresholds=caller.state.settings.verdict_thresholds(),
         )
     # Built as plain data in ResultsPublic's shape (tested), serialised without models.
     return Response(to_json(document, inf_nan_mode="null"), media_type="application/json")

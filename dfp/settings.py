@@ -9,6 +9,10 @@ from typing import Any
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dfp_engine.thresholds import VerdictThresholds
+
+_VERDICTS = VerdictThresholds()  # the engine's defaults
+
 
 class Settings(BaseSettings):
     """Every knob of dfp; each field is read from `DFP_<FIELD>` (case-insensitive)."""
@@ -99,6 +103,23 @@ class Settings(BaseSettings):
         256 * 2**20, ge=1024, description="Stored curves and history of one run, in bytes."
     )
 
+    # Verdicts (docs/method.md, "Verdicts"): what counts as one of the paper's claims holding.
+    verdict_rho: float = Field(
+        _VERDICTS.rho, gt=0, le=1, description="|Spearman ρ| an ordering claim needs."
+    )
+    verdict_filter_error: float = Field(
+        _VERDICTS.filter_error, gt=0, description="e_low / e_high at or below this: learned."
+    )
+    verdict_fourier_error: float = Field(
+        _VERDICTS.fourier_error, gt=0, description="Relative error at a peak that converged."
+    )
+    verdict_confidence: float = Field(
+        _VERDICTS.confidence, gt=0, lt=1, description="Coverage of the bootstrap over seeds."
+    )
+    verdict_bootstrap_samples: int = Field(
+        _VERDICTS.bootstrap_samples, ge=100, le=100_000, description="Bootstrap resamples."
+    )
+
     @field_validator("webhook_secret")
     @classmethod
     def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -107,6 +128,16 @@ class Settings(BaseSettings):
         if len(value.get_secret_value()) < 16:
             raise ValueError("DFP_WEBHOOK_SECRET must be at least 16 characters")
         return value
+
+    def verdict_thresholds(self) -> VerdictThresholds:
+        """The thresholds the engine's verdicts are computed with."""
+        return VerdictThresholds(
+            rho=self.verdict_rho,
+            filter_error=self.verdict_filter_error,
+            fourier_error=self.verdict_fourier_error,
+            confidence=self.verdict_confidence,
+            bootstrap_samples=self.verdict_bootstrap_samples,
+        )
 
     def resolved_database_url(self) -> str:
         """The configured database, or the embedded SQLite file."""

@@ -1,82 +1,92 @@
-"""The exact frequency analysis of representations captured elsewhere (any framework): one
-`LayerAnalysis` per named feature array, all against the same targets."""
+"""Captured representations held within a memory budget; the largest spill to mapped files.
+
+Rows arrive batch by batch for several layers at once. While the batches held in memory stay
+within `max_memory` bytes they are kept; past it, the layer holding the most is moved to a raw
+file in a private temporary folder and later batches of it are appended there. `finish` gives
+each layer as one (n, d) array: in memory, or an `np.memmap` of its file, which the frequency
+analysis streams from without loading (dfp_engine.lowpass).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
-from dfp_engine.frequency import FrequencyResult, analyze_frequency
-from dfp_engine.results import LayerAnalysis
 
+class RepresentationStore:
+    """Per-layer rows (batch, d), appended in order; in memory up to `max_memory` bytes."""
 
-class AnalysisCancelledError(Exception):
-    """Raised through the analysis when `should_cancel` answers True."""
+    def __init__(
+        self, max_memory: int, dtype: type[np.floating[Any]], spill_dir: str | Path | None = None
+    ) -> None:
+        if max_memory < 0:
+            raise ValueError(f"max_memory must be non-negative bytes, got {max_memory}")
+        self.max_memory = int(max_memory)
+        self.dtype = np.dtype(dtype)
+        self.spill_dir = spill_dir
+        self.chunks: dict[str, list[np.ndarray]] = {}
+        self.held: dict[str, int] = {}  # bytes in memory per layer
+        self.rows: dict[str, int] = {}
+        self.width: dict[str, int] = {}
+        self.files: dict[str, IO[bytes]] = {}
+        self.folder: Path | None = None
 
+    @property
+    def spilled(self) -> list[str]:
+        """Layers whose rows live in a file."""
+        return list(self.files)
 
-def layer_analysis(name: str, result: FrequencyResult) -> LayerAnalysis:
-    """The stored form of one layer's frequency result (non-finite e_low/e_high as None)."""
-    return LayerAnalysis(
-        layer=name,
-        dim=result.dim,
-        normalization=result.normalization,
-        deltas=result.deltas,
-        inverse_deltas=result.inverse_deltas,
-        lfr=result.lfr,
-        rdf_inverse_deltas=result.rdf_inverse_deltas,
-        rdf=result.rdf,
-        peak_inverse_delta=result.peak_inverse_delta,
-        mean_inverse_delta=result.mean_inverse_delta,
-        lfr_limit=result.lfr_limit,
-        n_samples=result.n_samples,
-        e_low=_finite_or_none(result.e_low),
-        e_high=_finite_or_none(result.e_high),
-    )
+    def append(self, name: str, rows: np.ndarray) -> None:
+        """Add a batch of rows (batch, d) of layer `name` (same d every time)."""
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        width = self.width.setdefault(name, rows.shape[1])
+        if rows.shape[1] != width:
+            raise ValueError(
+                f"layer '{name}' gave {rows.shape[1]} features per sample after {width} before"
+            )
+        self.rows[name] = self.rows.get(name, 0) + rows.shape[0]
+        if name in self.files:
+            self.files[name].write(rows.data)
+            return
+        self.chunks.setdefault(name, []).append(rows)
+        self.held[name] = self.held.get(name, 0) + rows.nbytes
+        while sum(self.held.values()) > self.max_memory and self.held:
+            self._spill(max(self.held, key=lambda k: self.held[k]))
 
+    def _spill(self, name: str) -> None:
+        if self.folder is None:
+            self.folder = Path(tempfile.mkdtemp(prefix="dfp-capture-", dir=self.spill_dir))
+        handle = (self.folder / f"{len(self.files)}.raw").open("wb")
+        for chunk in self.chunks.pop(name):
+            handle.write(chunk.data)
+        del self.held[name]
+        self.files[name] = handle
 
-def _finite_or_none(values: Sequence[float | None] | None) -> list[float | None] | None:
-    if values is None:
-        return None
-    return [v if v is not None and np.isfinite(v) else None for v in values]
+    def finish(self) -> dict[str, np.ndarray]:
+        """Every layer as (n, d): a numpy array, or a read-only memmap for a spilled layer."""
+        out: dict[str, np.ndarray] = {}
+        for name in self.rows:
+            shape = (self.rows[name], self.width[name])
+            if name in self.files:
+                handle = self.files[name]
+                handle.close()
+                out[name] = np.memmap(handle.name, dtype=self.dtype, mode="r", shape=shape)
+            else:
+                # one layer at a time, so the copy adds at most one layer on top of the budget
+                out[name] = np.concatenate(self.chunks.pop(name)).reshape(shape)
+                self.held.pop(name, None)
+        return out
 
-
-def analyze_representations(
-    features: Mapping[str, Any],
-    targets: Any,
-    *,
-    grid: Mapping[str, Any],
-    normalization: str = "max_abs_per_dim",
-    predictions: Any = None,
-    device: str = "cpu",
-    on_progress: Callable[[float], None] | None = None,
-    should_cancel: Callable[[], bool] | None = None,
-) -> Iterator[LayerAnalysis]:
-    """Analyse each feature array (n, ...) in order against `targets`; yields each layer as it
-    is done. `grid` is one of deltas / inverse_deltas / auto_deltas as analyze_frequency takes
-    it; `on_progress` sees the fraction over all layers; `should_cancel`, polled as the tiles
-    progress, stops the work with AnalysisCancelledError."""
-    names = list(features)
-    cancelled = should_cancel or (lambda: False)
-    for index, name in enumerate(names):
-        if cancelled():
-            raise AnalysisCancelledError(f"cancelled before layer {name}")
-
-        def progress(fraction: float, index: int = index) -> None:
-            if cancelled():
-                raise AnalysisCancelledError(f"cancelled during layer {names[index]}")
-            if on_progress is not None:
-                on_progress((index + fraction) / len(names))
-
-        z = np.asarray(features[name])
-        result = analyze_frequency(
-            z.reshape(len(z), -1),  # (n, ...) -> (n, d): a layer of any shape is a vector
-            targets,
-            normalization=normalization,
-            predictions=predictions,
-            device=device,
-            on_progress=progress,
-            **grid,
-        )
-        yield layer_analysis(name, result)
+    def close(self) -> None:
+        """Delete the spill files (arrays mapping them must no longer be used)."""
+        for handle in self.files.values():
+            handle.close()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+        self.chunks.clear()
+        self.held.clear()

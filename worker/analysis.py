@@ -19,7 +19,7 @@ from dfp.analyses.schemas import AnalysisRequest
 from dfp.datasets.materialize import local_arrays
 from dfp.experiments.lifecycle import Lease, ProgressReport
 from dfp_engine import __version__ as dfp_version
-from dfp_engine.representations import AnalysisCancelledError, analyze_representations
+from dfp_engine.captured import AnalysisCancelledError, analyze_arrays
 from dfp_engine.results import Checkpoint, ErrorInfo, LayerAnalysis, RunResult
 from worker.context import WorkerContext
 from worker.execution import SHUTDOWN, RunMonitor, _failed, _release, _store
@@ -86,7 +86,7 @@ def _analyse(
             targets = arrays[request.targets]
             n = len(targets)
             predictions = arrays[request.predictions] if request.predictions else None
-            layers = analyze_representations(
+            layers = analyze_arrays(
                 {name: arrays[name] for name in request.features},
                 targets,
                 grid=request.grid(),

@@ -148,6 +148,9 @@ def wait_command(
 def results(
     experiment_id: Annotated[str, typer.Argument(help="Experiment id.")],
     csv: Annotated[bool, typer.Option("--csv", help="A flat CSV table instead of JSON.")] = False,
+    verdicts: Annotated[
+        bool, typer.Option("--verdicts", help="Whether the paper's claims hold, one per line.")
+    ] = False,
     out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
     run: RunOption = None,
     layer: LayerOption = None,
@@ -162,7 +165,12 @@ def results(
             text = client.results_csv(experiment_id, run=runs, layer=layers, epoch=epochs)
         else:
             result = client.results(experiment_id, run=runs, layer=layers, epoch=epochs)
-            text = result.model_dump_json(indent=2) + "\n"
+            if verdicts:
+                from dfp.cli.verdicts import verdict_table
+
+                text = verdict_table(result.verdicts) + "\n"
+            else:
+                text = result.model_dump_json(indent=2) + "\n"
     if out is None:
         sys.stdout.write(text)
         return

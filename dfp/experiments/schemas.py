@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
-from dfp_engine.results import ErrorInfo, RunResult, SummaryRow
+from dfp_engine.results import ErrorInfo, RunResult, SummaryRow, Verdict
 from dfp_engine.spec import ExperimentSpec
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -155,6 +155,9 @@ class ResultsPublic(PublicModel):
     spec: dict[str, Any]
     runs: list[RunResultPublic]
     summary: list[SummaryRow] = Field(default_factory=list)
+    verdicts: list[Verdict] = Field(
+        default_factory=list, description="Whether the paper's claims hold in these results."
+    )
 
 
 class FigurePublic(PublicModel):

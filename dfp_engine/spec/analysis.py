@@ -111,6 +111,29 @@ class AnalysisSpec(SpecModel):
         None, description="Layer for the sweep summary; default the deepest analysed layer."
     )
     block_size: int | None = Field(None, ge=1, le=1_000_000)
+    fourier: bool = Field(
+        False,
+        description="Compare the spectra of the output and the target at every checkpoint "
+        "(1-D regression on a uniform grid: the DFT; otherwise along fourier_direction).",
+    )
+    # Components are bounded so that normalising the vector never overflows.
+    fourier_direction: list[Annotated[float, Field(ge=-1e6, le=1e6)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=10_000,
+        description="Unit-normalised direction of the non-uniform transform (default: the "
+        "first input axis).",
+    )
+    fourier_peak_floor: float = Field(
+        0.1, gt=0.0, lt=1.0, description="Target peaks count above this share of the largest."
+    )
+
+    @field_validator("fourier_direction")
+    @classmethod
+    def _nonzero_direction(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not any(abs(c) > 0 for c in v):
+            raise ValueError("must not be the zero vector")
+        return v
 
     @field_validator("layers", "summary_layer", mode="before")
     @classmethod
