@@ -110,15 +110,16 @@ def list_analyses(
     return json_response(AnalysesPublic.model_validate(page.model_dump()))
 
 
-def _load(caller: Caller, analysis_id: uuid.UUID) -> AnalysisPublic:
+def _load(caller: Caller, analysis_id: uuid.UUID) -> tuple[AnalysisPublic, str]:
+    # One transaction, so the job, its run and the revision are a consistent snapshot.
     with caller.transaction() as (uow, owner):
-        job = jobs.get_job(uow.session, owner, analysis_id, ANALYSIS)
-        return service.analysis_public(uow.session, job)
+        public, revision = jobs.experiment_snapshot(uow.session, owner, analysis_id, ANALYSIS)
+        return AnalysisPublic.model_validate(public.model_dump()), revision
 
 
-def _status(caller: Caller, analysis_id: uuid.UUID) -> str:
+def _revision(caller: Caller, analysis_id: uuid.UUID) -> str:
     return caller.read(
-        lambda session, owner: jobs.job_status(session, owner, analysis_id, ANALYSIS)
+        lambda session, owner: jobs.job_revision(session, owner, analysis_id, ANALYSIS)
     )
 
 
@@ -137,12 +138,13 @@ async def get_analysis(
         Query(
             ge=0,
             le=MAX_WAIT_SECONDS,
-            description="Seconds to wait for the status to change before answering (long-poll).",
+            description="Seconds to wait for a change (status, progress, a stored layer) before "
+            "answering (long-poll); see also streamAnalysisEvents.",
         ),
     ] = 0,
 ) -> Response:
     """Status and progress (fraction over its layers) of one analysis, and its request."""
-    first = await run_in_threadpool(_load, caller, analysis_id)
+    first, revision = await run_in_threadpool(_load, caller, analysis_id)
     if wait <= 0 or first.is_terminal:
         return json_response(first)
     deadline = time.monotonic() + wait
@@ -150,9 +152,10 @@ async def get_analysis(
         await asyncio.sleep(min(POLL_SECONDS, remaining))
         if await request.is_disconnected():
             break
-        if await run_in_threadpool(_status, caller, analysis_id) != first.status:
+        if await run_in_threadpool(_revision, caller, analysis_id) != revision:
             break
-    return json_response(await run_in_threadpool(_load, caller, analysis_id))
+    latest, _ = await run_in_threadpool(_load, caller, analysis_id)
+    return json_response(latest)
 
 
 @router.get(

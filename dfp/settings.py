@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     db_connect_timeout: float = Field(5.0, gt=0)
     broker_connect_timeout: float = Field(3.0, gt=0)
 
+    # Event streams (GET /v1/experiments/{id}/events): a comment line this often keeps idle
+    # connections open through proxies.
+    events_heartbeat_seconds: float = Field(15.0, gt=0, description="SSE keep-alive period.")
+
     # Client side.
     url: str | None = None
     api_key: SecretStr | None = None
@@ -94,7 +98,10 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(1, ge=1, description="Processes per CPU worker.")
     job_soft_time_limit: int = Field(6 * 3600, ge=1, description="Seconds before a run is stopped.")
     job_time_limit: int = Field(6 * 3600 + 300, ge=1, description="Seconds before it is killed.")
-    heartbeat_seconds: float = Field(5.0, gt=0, description="Heartbeat, progress and cancel poll.")
+    heartbeat_seconds: float = Field(5.0, gt=0, description="Heartbeat of a running run.")
+    progress_seconds: float = Field(
+        1.0, gt=0, description="Progress write and cancel check period of a running run."
+    )
     heartbeat_timeout: float = Field(120.0, gt=0, description="A running run this stale is lost.")
     reconcile_seconds: float = Field(30.0, gt=0, description="Period of the reconciler.")
     requeue_after: float = Field(60.0, gt=0, description="A queued run this old may be re-sent.")

@@ -152,7 +152,8 @@ class _Run:
         self.epochs_to_target: int | None = None
         self.stop_reason: str | None = None
         value = spec.run_values()[index]
-        self.label = f"run {index + 1}/{self.n_runs}" + (
+        # Runs are numbered from 0 everywhere: the API's `run` filter, figure names, messages.
+        self.label = f"run {index} of {self.n_runs}" + (
             f" ({spec.sweep.field}={value})" if spec.sweep is not None else ""
         )
         if spec.repeats > 1:

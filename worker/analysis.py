@@ -36,7 +36,13 @@ def execute_analysis(ctx: WorkerContext, lease: Lease) -> None:
         _store(ctx, lease, result, None, None)
         return
     settings = ctx.settings
-    monitor = RunMonitor(ctx.db, lease, settings.heartbeat_seconds, settings.max_result_bytes)
+    monitor = RunMonitor(
+        ctx.db,
+        lease,
+        min(settings.progress_seconds, settings.heartbeat_seconds),
+        settings.heartbeat_seconds,
+        settings.max_result_bytes,
+    )
     with monitor:
         result = _analyse(ctx, lease, request, monitor)
     if monitor.stop_reason == SHUTDOWN and result.status == "cancelled":

@@ -133,7 +133,7 @@ def run_command(
             loss = "" if p.train_loss is None else f"  loss {p.train_loss:.4g}"
             update(
                 p.fraction,
-                f"run {p.run_index + 1}/{p.n_runs}  epoch {p.epoch}/{p.epochs}{loss}",
+                f"run {p.run_index} of {p.n_runs}  epoch {p.epoch}/{p.epochs}{loss}",
             )
 
         try:

@@ -209,10 +209,28 @@ def job_status(session: Session, owner: str, job_id: uuid.UUID, kind: str = EXPE
     return status
 
 
+def job_revision(session: Session, owner: str, job_id: uuid.UUID, kind: str = EXPERIMENT) -> str:
+    """The token that changes with anything a read of the job shows (see the repository)."""
+    revision = repository.job_revision(session, job_id, owner, kind)
+    if revision is None:
+        raise NotFoundError(f"no {kind} {job_id}")
+    return revision
+
+
+def experiment_snapshot(
+    session: Session, owner: str, job_id: uuid.UUID, kind: str = EXPERIMENT
+) -> tuple[ExperimentPublic, str]:
+    """The public view of a job and its revision, read in the same transaction."""
+    revision = job_revision(session, owner, job_id, kind)
+    return experiment_public(session, get_job(session, owner, job_id, kind)), revision
+
+
 def experiment_public(
     session: Session, job: Job, runs: Sequence[Run] | None = None
 ) -> ExperimentPublic:
     """The full public view of a job: aggregate progress, runs, reproducibility."""
+    # A submission's own runs have nothing stored yet: no need to count.
+    counts = repository.checkpoint_counts(session, job.id) if runs is None else {}
     runs = repository.runs_of(session, job.id) if runs is None else runs
     summary = summary_public(job, max((run.attempts for run in runs), default=0))
     return ExperimentPublic(
@@ -220,7 +238,7 @@ def experiment_public(
         cancel_requested=job.cancel_requested,
         callback_url=job.callback_url,
         progress=progress_public(job, runs),
-        runs=[run_public(run) for run in runs],
+        runs=[run_public(run, counts.get(run.id, 0)) for run in runs],
         reproducibility=reproducibility_public(job, runs),
         spec=job.spec,
     )
@@ -250,18 +268,29 @@ def summary_public(job: Job, attempts: int) -> ExperimentSummary:
     )
 
 
+# Runs that ran to their end; a cancelled run counts only the share it had done.
+ENDED = frozenset({"succeeded", "failed"})
+
+
 def progress_public(job: Job, runs: Sequence[Run]) -> ProgressPublic:
-    """Fraction over all runs (finished ones count whole) and the freshest report of a run."""
-    finished = sum(run.status in TERMINAL_STATUSES for run in runs)
-    fraction = sum(
-        1.0 if run.status in TERMINAL_STATUSES else run.progress_fraction for run in runs
-    ) / max(1, len(runs))
+    """Fraction over all runs (those that ran to their end count whole) and the freshest report
+    of a run; once the job is terminal, the message is its outcome."""
+    finished = sum(run.status in ENDED for run in runs)
+    fraction = sum(1.0 if run.status in ENDED else run.progress_fraction for run in runs) / max(
+        1, len(runs)
+    )
+    fraction = min(1.0, fraction)
     reporting = [run for run in runs if run.progress_updated_at is not None]
     latest = max(reporting, key=lambda run: run.progress_updated_at or job.created_at, default=None)
+    outcome = None
+    if job.status in TERMINAL_STATUSES:
+        outcome = f"{job.status}: {finished} of {len(runs)} runs ran to their end"
     if latest is None:
-        return ProgressPublic(fraction=fraction, runs_finished=finished, n_runs=len(runs))
+        return ProgressPublic(
+            fraction=fraction, runs_finished=finished, n_runs=len(runs), message=outcome
+        )
     return ProgressPublic(
-        fraction=min(1.0, fraction),
+        fraction=fraction,
         runs_finished=finished,
         n_runs=len(runs),
         run=latest.index,
@@ -269,13 +298,14 @@ def progress_public(job: Job, runs: Sequence[Run]) -> ProgressPublic:
         epochs=latest.progress_epochs,
         step=latest.progress_step,
         train_loss=latest.progress_train_loss,
-        message=latest.progress_message,
+        message=outcome or latest.progress_message,
         updated_at=latest.progress_updated_at,
     )
 
 
-def run_public(run: Run) -> RunPublic:
+def run_public(run: Run, checkpoints: int = 0) -> RunPublic:
     return RunPublic(
+        checkpoints=checkpoints,
         index=run.index,
         sweep_value=run.sweep_value,
         status=run.status,  # type: ignore[arg-type]

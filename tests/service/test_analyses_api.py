@@ -93,6 +93,12 @@ def test_an_analysis_runs_on_the_worker_and_equals_the_engine(
         assert layer["peak_inverse_delta"] == expected.peak_inverse_delta
         assert layer["lfr_limit"] == expected.lfr_limit
         assert layer["e_low"] == expected.e_low and layer["e_high"] == expected.e_high
+    with alice.stream("GET", f"/v1/analyses/{analysis['id']}/events") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in stream.iter_lines() if line]
+    assert "event: analysis" in lines
+    data = next(line for line in lines if line.startswith("data: "))
+    assert '"is_terminal":true' in data and analysis["id"] in data
     csv = alice.get(f"/v1/analyses/{analysis['id']}/results.csv").text.splitlines()
     assert csv[0] == "layer,delta,inverse_delta,lfr,rdf,e_low,e_high"
     assert len(csv) == 1 + 2 * 5 and csv[1].startswith("h2,2.0,0.5,")

@@ -59,6 +59,7 @@ OPERATIONS = [
     "submitExperiment",
     "listExperiments",
     "getExperiment",
+    "streamExperimentEvents",
     "getExperimentResults",
     "getExperimentResultsCsv",
     "listExperimentFigures",
@@ -76,6 +77,7 @@ OPERATIONS = [
     "getAnalysisResultsCsv",
     "cancelAnalysis",
     "deleteAnalysis",
+    "streamAnalysisEvents",
     "getWebhookSecret",
     "getHealth",
     "getReadiness",
@@ -84,6 +86,7 @@ OPERATIONS = [
 # Operations fuzzed once more against the real experiment (deleting it would end that).
 ON_REAL_EXPERIMENT = {
     "getExperiment",
+    "streamExperimentEvents",
     "getExperimentResults",
     "getExperimentResultsCsv",
     "listExperimentFigures",
