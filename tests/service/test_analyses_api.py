@@ -170,7 +170,7 @@ def test_bad_analyses_are_refused_at_submission(pg: Backend, alice: httpx.Client
         assert response.status_code == 422, (name, response.text)
         error = response.json()["error"]
         assert reason in error["message"], (name, error)
-        assert error["details"]["field"] == field, (name, error)
+        assert error["details"][0]["field"] == field, (name, error)
     for change, reason in [
         ({"ci": 1.5}, "less than 1"),
         ({"ci": 0.01, "predictions": "outputs"}, "does not run the filtering test"),
