@@ -27,7 +27,7 @@ from dfp.experiments.curves import checkpoint_bytes, history_bytes
 from dfp.experiments.lifecycle import Lease, ProgressReport
 from dfp.storage.database import Database, is_transient
 from dfp_engine.results import Checkpoint, ErrorInfo, RunResult
-from dfp_engine.runner import Progress, environment, run_one, summarize
+from dfp_engine.runner import Progress, environment, run_one
 from dfp_engine.spec import ExperimentSpec
 from dfp_engine.training import resolve_device
 from worker import shutdown
@@ -176,7 +176,7 @@ def _execute(ctx: WorkerContext, lease: Lease) -> None:
             return
         result = _within_size_limit(ctx, lease, result, monitor)
     environment = _environment(spec.run_specs[lease.index], ctx) if spec else None
-    stored = _store(ctx, lease, result, environment, _summarizer(spec))
+    stored = _store(ctx, lease, result, environment, spec.summary_layers() if spec else None)
     log.info(
         "run %s: %s%s", lease.run_id, result.status, "" if stored else " (lease lost; discarded)"
     )
@@ -247,23 +247,19 @@ def _within_size_limit(
     )
 
 
-def _summarizer(spec: ExperimentSpec | None) -> lifecycle.Summarizer | None:
-    if spec is None:
-        return None
-    return lambda runs: summarize(spec, runs)
-
-
 def _store(
     ctx: WorkerContext,
     lease: Lease,
     result: RunResult,
     environment: dict[str, Any] | None,
-    summarizer: lifecycle.Summarizer | None,
+    summary_layers: list[str] | None,
 ) -> bool:
     """Write the outcome, riding out an outage; a write the database refuses fails the run."""
     what = f"run {lease.run_id}"
     try:
-        return _retrying(lambda: _finish(ctx, lease, result, environment, summarizer), what=what)
+        return _retrying(
+            lambda: _finish(ctx, lease, result, environment, summary_layers), what=what
+        )
     except SQLAlchemyError as exc:
         if is_transient(exc):
             raise  # still unreachable: the reconciler requeues the run once it is back
@@ -278,10 +274,10 @@ def _finish(
     lease: Lease,
     result: RunResult,
     environment: dict[str, Any] | None,
-    summarizer: lifecycle.Summarizer | None,
+    summary_layers: list[str] | None,
 ) -> bool:
     with ctx.db.unit_of_work() as uow:
-        return lifecycle.finish_run(uow.session, lease, result, environment, summarizer)
+        return lifecycle.finish_run(uow.session, lease, result, environment, summary_layers)
 
 
 def _release(ctx: WorkerContext, lease: Lease, reason: str) -> None:

@@ -7,7 +7,7 @@ import uuid
 
 from celery import Celery, Task
 
-from worker.app import DELIVER_WEBHOOK, EXECUTE_RUN
+from dfp.queues.names import DELIVER_WEBHOOK, EXECUTE_RUN
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
@@ -35,7 +35,8 @@ from dfp.experiments.schemas import (
     ReproducibilityPublic,
     RunPublic,
 )
-from dfp.queues import CPU_QUEUE, GPU_QUEUE
+from dfp.queues.names import CPU_QUEUE, GPU_QUEUE
+from dfp.queues.protocols import RunDispatcher
 from dfp.settings import Settings
 from dfp.storage.database import UnitOfWork
 from dfp.storage.models import TERMINAL_STATUSES, Job, JobTag, Run
@@ -46,12 +47,6 @@ from dfp_engine.results import ErrorInfo
 from dfp_engine.spec import ExperimentSpec
 
 MAX_CALLBACK_URL = 2048  # the column's size
-
-
-class RunDispatcher(Protocol):
-    """Sends the task that executes one run (implemented on top of Celery by the worker package)."""
-
-    def send_run(self, run_id: int, queue: str) -> None: ...
 
 
 @dataclass(frozen=True)
