@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import Depends, FastAPI
 
-from api import experiments, health, webhooks
+from api import analyses, datasets, events, experiments, health, openapi, webhooks
 from api.deps import reject_unknown_query
 from api.errors import install_error_handlers
 from api.metrics import LatencyMiddleware, create_registry
@@ -30,7 +30,8 @@ DESCRIPTION = """Submit Deep Frequency Principle experiments and fetch per-layer
 Every request except `/healthz`, `/readyz` and this documentation needs
 `Authorization: Bearer <key>` (create one with `dfp keys create --owner NAME`); each key may
 send a limited number of requests per minute (429 with `Retry-After` beyond it).
-Request bodies are JSON (`Content-Type: application/json`) of limited size (413 beyond it).
+Request bodies are JSON (`Content-Type: application/json`) of limited size (413 beyond it),
+except dataset uploads (`multipart/form-data`, limited by DFP_MAX_DATASET_BYTES).
 Errors share one shape: `{"error": {"code", "message", "details"}}`.
 """
 
@@ -77,9 +78,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     install_error_handlers(app)
     app.include_router(experiments.router)
+    events.install(app)
+    app.include_router(datasets.router)
+    app.include_router(analyses.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    openapi.install(app)
     # Bodies are checked before routing; the latency middleware times refusals too.
-    app.add_middleware(RequestBodyGuard, max_bytes=settings.max_body_bytes)
+    upload_limit = settings.max_dataset_bytes + datasets.FORM_OVERHEAD_BYTES
+    app.add_middleware(
+        RequestBodyGuard,
+        max_bytes=settings.max_body_bytes,
+        uploads={datasets.UPLOAD_PATH: upload_limit},
+    )
     app.add_middleware(LatencyMiddleware, histogram=latency)
     return app

@@ -16,8 +16,10 @@ except ImportError:  # pragma: no cover - older typer on top of click
     from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[assignment]
 
 # Imported for their side effect of registering commands on `app`.
+from dfp.cli import analyses as _analyses  # noqa: F401
 from dfp.cli import analyze as _analyze  # noqa: F401
 from dfp.cli import client as _client  # noqa: F401
+from dfp.cli import datasets as _datasets  # noqa: F401
 from dfp.cli import db as _db  # noqa: F401
 from dfp.cli import experiment as _experiment  # noqa: F401
 from dfp.cli import keys as _keys  # noqa: F401

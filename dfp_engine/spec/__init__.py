@@ -38,6 +38,7 @@ from dfp_engine.spec.datasets import (
     Synthetic1DDataset,
     SyntheticNDDataset,
     TorchvisionDataset,
+    UploadedDataset,
 )
 from dfp_engine.spec.errors import describe_validation_error, error_path, user_location
 from dfp_engine.spec.experiment import (
@@ -104,6 +105,7 @@ __all__ = [
     "SyntheticNDDataset",
     "TorchvisionDataset",
     "TrainingSpec",
+    "UploadedDataset",
     "apply_overrides",
     "capture_names",
     "describe_validation_error",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import uuid
 from typing import Annotated, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from dfp_engine.expression import parse_expression
 from dfp_engine.spec.base import (
@@ -14,6 +15,7 @@ from dfp_engine.spec.base import (
     MAX_SEED,
     PlainText,
     SpecModel,
+    field_error,
     kind_tag,
 )
 
@@ -112,19 +114,41 @@ class NpzDataset(DatasetCommon):
     path: PlainText = Field(..., min_length=1, max_length=4096)
 
 
+ArrayName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class UploadedDataset(DatasetCommon):
+    """An .npz uploaded to the dfp service (POST /v1/datasets), named by its id; the service
+    checks the id and array names at submission and its workers read the stored file."""
+
+    kind: Literal["uploaded"] = "uploaded"
+    id: uuid.UUID = Field(..., description="The id POST /v1/datasets answered.")
+    x: ArrayName = Field("x", description="Array of inputs, (n, ...).")
+    y: ArrayName = Field("y", description="Array of targets: (n,) int classes or real (n[, c]).")
+    x_test: ArrayName | None = Field(None, description="Held-out inputs (with y_test).")
+    y_test: ArrayName | None = Field(None, description="Held-out targets (with x_test).")
+
+    @model_validator(mode="after")
+    def _test_pair(self) -> UploadedDataset:
+        if (self.x_test is None) != (self.y_test is None):
+            field_error(("x_test",), "give both x_test and y_test, or neither", self.x_test)
+        return self
+
+
 DatasetSpec = Annotated[
     Annotated[Synthetic1DDataset, Tag("synthetic_1d")]
     | Annotated[SyntheticNDDataset, Tag("synthetic_nd")]
     | Annotated[DigitsDataset, Tag("digits")]
     | Annotated[MNIST1DDataset, Tag("mnist1d")]
     | Annotated[TorchvisionDataset, Tag("torchvision")]
-    | Annotated[NpzDataset, Tag("npz")],
+    | Annotated[NpzDataset, Tag("npz")]
+    | Annotated[UploadedDataset, Tag("uploaded")],
     Discriminator(
         kind_tag(
             "synthetic_1d", dict.fromkeys(("mnist", "fashion_mnist", "cifar10"), "torchvision")
         ),
         custom_error_type="dataset_kind",
         custom_error_message="kind must be one of synthetic_1d, synthetic_nd, digits, mnist1d, "
-        "mnist, fashion_mnist, cifar10, npz",
+        "mnist, fashion_mnist, cifar10, npz, uploaded",
     ),
 ]

@@ -7,7 +7,15 @@ from pydantic import ValidationError
 # Locations whose next segment may be a union tag rather than a field: tags are dropped from
 # user-facing paths.
 _TAGGED_UNIONS: dict[tuple[str | int, ...], set[str]] = {
-    ("dataset",): {"synthetic_1d", "synthetic_nd", "digits", "mnist1d", "torchvision", "npz"},
+    ("dataset",): {
+        "synthetic_1d",
+        "synthetic_nd",
+        "digits",
+        "mnist1d",
+        "torchvision",
+        "npz",
+        "uploaded",
+    },
     ("model",): {"mlp", "cnn", "resnet"},
     ("analysis", "deltas"): {"auto", "list", "inverse", "grid"},
     ("analysis", "layers"): {"all", "list"},

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, seed, settings
@@ -44,6 +45,7 @@ from service_support import (
     service_settings,
     tiny_spec,
 )
+from test_datasets_api import npz_bytes
 
 from api.app import create_app
 from dfp.queues.celery_app import create_celery
@@ -57,12 +59,25 @@ OPERATIONS = [
     "submitExperiment",
     "listExperiments",
     "getExperiment",
+    "streamExperimentEvents",
     "getExperimentResults",
     "getExperimentResultsCsv",
     "listExperimentFigures",
     "getExperimentFigure",
     "cancelExperiment",
     "deleteExperiment",
+    "uploadDataset",
+    "listDatasets",
+    "getDataset",
+    "deleteDataset",
+    "submitAnalysis",
+    "listAnalyses",
+    "getAnalysis",
+    "getAnalysisResults",
+    "getAnalysisResultsCsv",
+    "cancelAnalysis",
+    "deleteAnalysis",
+    "streamAnalysisEvents",
     "getWebhookSecret",
     "getHealth",
     "getReadiness",
@@ -71,12 +86,16 @@ OPERATIONS = [
 # Operations fuzzed once more against the real experiment (deleting it would end that).
 ON_REAL_EXPERIMENT = {
     "getExperiment",
+    "streamExperimentEvents",
     "getExperimentResults",
     "getExperimentResultsCsv",
     "listExperimentFigures",
     "getExperimentFigure",
     "cancelExperiment",
 }
+
+# Fuzzed once more against a real (queued) analysis.
+ON_REAL_ANALYSIS = {"getAnalysis", "getAnalysisResults", "getAnalysisResultsCsv", "cancelAnalysis"}
 
 
 def error_shape(_ctx: Any, response: Any, _case: Any) -> bool | None:
@@ -110,6 +129,8 @@ class FuzzTarget:
     key: str
     experiment_id: str
     schema: Any
+    dataset_id: str
+    analysis_id: str
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
 
 
@@ -135,7 +156,15 @@ def target(
     # The key is the document's bearer scheme: cases that test a missing key leave it out.
     config = SchemathesisConfig.from_dict({"auth": {"openapi": {"HTTPBearer": {"bearer": key}}}})
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json", config=config)
-    yield FuzzTarget(server.url, key, experiment_id, schema)
+    with backend.client(key) as client:
+        dataset_id = client.post(
+            "/v1/datasets",
+            files={"file": ("d.npz", npz_bytes(x=np.ones((4, 2)), y=np.arange(4)))},
+        ).json()["id"]
+        analysis_id = client.post(
+            "/v1/analyses", json={"dataset_id": dataset_id, "features": ["x"], "targets": "y"}
+        ).json()["id"]
+    yield FuzzTarget(server.url, key, experiment_id, schema, dataset_id, analysis_id)
     server.stop()
     backend.clean()
     db.dispose()
@@ -187,6 +216,20 @@ def test_fuzz_operation(target: FuzzTarget, operation_id: str) -> None:
             operation_id,
             GenerationMode.POSITIVE,
             path_parameters={"experiment_id": target.experiment_id},
+        )
+    if operation_id in ON_REAL_ANALYSIS:
+        sent += fuzz(
+            target,
+            operation_id,
+            GenerationMode.POSITIVE,
+            path_parameters={"analysis_id": target.analysis_id},
+        )
+    if operation_id == "getDataset":
+        sent += fuzz(
+            target,
+            operation_id,
+            GenerationMode.POSITIVE,
+            path_parameters={"dataset_id": target.dataset_id},
         )
     assert sent >= 1
 
