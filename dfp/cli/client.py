@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dfp.cli import app
+from dfp.cli.app import app
 from dfp.cli.errors import fail
 from dfp.cli.options import ApiKeyOption, UrlOption, load_settings
 from dfp.cli.progress import progress_bar
@@ -110,14 +110,14 @@ def submit(
     """Submit a spec; prints the experiment id (with --wait, waits and exits 0 on success)."""
     from pydantic import ValidationError
 
-    from dfp_engine.spec import describe_validation_error, load_spec
+    from dfp_engine.spec import ExperimentSpec, describe_validation_error, load_spec
 
     if not spec.is_file():
         fail(f"spec file '{spec}' does not exist")
     try:
         parsed = load_spec(spec)
     except ValidationError as exc:
-        fail(f"{spec}: {describe_validation_error(exc)}")
+        fail(f"{spec}: {describe_validation_error(exc, ExperimentSpec)}")
     except (ValueError, OSError) as exc:
         fail(f"{spec}: {str(exc).splitlines()[0]}")
     with connect(url, api_key) as client:

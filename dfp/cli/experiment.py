@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dfp.cli import app
+from dfp.cli.app import app
 from dfp.cli.errors import fail
 from dfp.cli.progress import progress_bar
 from dfp.cli.verdicts import verdict_table
@@ -36,12 +36,12 @@ def read_spec(path: Path, overrides: list[str] | None = None) -> ExperimentSpec:
     """Load and validate a spec file, or fail with one line naming the field."""
     from pydantic import ValidationError
 
-    from dfp_engine.spec import describe_validation_error, load_spec
+    from dfp_engine.spec import ExperimentSpec, describe_validation_error, load_spec
 
     try:
         return load_spec(path, overrides or [])
     except ValidationError as exc:
-        fail(f"{path}: {describe_validation_error(exc)}")
+        fail(f"{path}: {describe_validation_error(exc, ExperimentSpec)}")
     except ValueError as exc:
         fail(str(exc).splitlines()[0])
 

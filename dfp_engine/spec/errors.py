@@ -53,17 +53,16 @@ def error_path(loc: tuple[int | str, ...]) -> str:
     return "".join(parts)
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line for a person: `field.path: reason` (plus how many further problems there are)."""
+def describe_validation_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """One line for a person: `field.path: reason` (plus how many further problems there are);
+    with the `model` that was validated, a misspelt field gets its close match."""
     errors = exc.errors(include_url=False)
     if not errors:
         return str(exc).splitlines()[0]
     first = errors[0]
     message = str(first["msg"]).removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden" and exc.title == "ExperimentSpec":
-        from dfp_engine.spec.experiment import ExperimentSpec
-
-        message = extra_field_message(ExperimentSpec, tuple(first["loc"]), message)
+    if first["type"] == "extra_forbidden" and model is not None:
+        message = extra_field_message(model, tuple(first["loc"]), message)
     path = error_path(tuple(first["loc"]))
     line = f"{path}: {message}" if path else message
     if len(errors) > 1:
