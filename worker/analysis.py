@@ -101,6 +101,7 @@ def _analyse(
                 device=request.device,
                 on_progress=progress,
                 should_cancel=monitor.should_cancel,
+                ci=request.ci,
             )
             for layer in layers:
                 done.append(layer)
