@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The pinned CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install run test lint typecheck unit bench load clean
+.PHONY: install run test lint typecheck imports unit bench load clean
 
 install: $(VENV)/.installed
 
@@ -29,12 +29,16 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The import rules of pyproject.toml's [tool.importlinter] (engine, API, worker boundaries).
+imports: install
+	$(BIN)/lint-imports --no-cache
+
 # The service tests need PostgreSQL and Redis: started here if they are not running.
 unit: install
 	scripts/ensure-services.sh
 	$(BIN)/pytest -q
 
-test: lint typecheck unit
+test: lint typecheck imports unit
 
 bench: install
 	$(BIN)/python benchmarks/frequency_bench.py

@@ -18,10 +18,10 @@ from api.rate_limit import create_rate_limiter
 from api.request_body import RequestBodyGuard
 from api.state import AppState, SchemaGate
 from dfp import __version__
+from dfp.queues.celery_app import create_celery
+from dfp.queues.dispatch import CeleryDispatcher
 from dfp.settings import Settings, get_settings
 from dfp.storage.database import Database
-from worker.app import create_celery
-from worker.dispatch import CeleryDispatcher
 
 log = logging.getLogger("api")
 

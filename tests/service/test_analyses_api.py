@@ -232,3 +232,11 @@ def test_client_analyze(worker: Path, pg: Backend) -> None:
         result = client.analysis_results(analysis.id)
         expected = analyze_frequency(arrays["h1"], arrays["labels"], auto_deltas=6)
         assert result.layers[0].lfr == expected.lfr
+        # ci on 80 rows needs more than half of them: the exact pass runs, with zero intervals
+        sampled = client.analyze(
+            dataset.id, features=["h1"], targets="labels", auto_deltas=6, ci=0.001
+        )
+        assert client.wait_analysis(sampled.id, timeout=120).status == "succeeded"
+        (layer,) = client.analysis_results(sampled.id).layers
+        assert layer.estimator == "exact" and layer.rows_evaluated == 80
+        assert layer.lfr == expected.lfr and layer.lfr_ci_half_width == [0.0] * 6
