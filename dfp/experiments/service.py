@@ -25,7 +25,7 @@ from dfp.errors import (
     NotFoundError,
 )
 from dfp.experiments import lifecycle, repository
-from dfp.experiments.limits import check_spec_limits, resolve_dataset_path
+from dfp.experiments.limits import check_model_plugin, check_spec_limits, resolve_dataset_path
 from dfp.experiments.schemas import (
     ExperimentCreate,
     ExperimentPublic,
@@ -86,6 +86,7 @@ def submit(
     session = uow.session
     spec = resolve_dataset_path(body.to_spec(), settings)
     check_spec_limits(spec, settings)
+    check_model_plugin(spec, settings)
     dataset_id = datasets.check_spec_dataset(session, owner, spec, settings)
     callback_url = str(body.callback_url) if body.callback_url is not None else None
     if callback_url is not None:
