@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from api import experiments, health, webhooks
 from api.deps import reject_unknown_query
@@ -17,6 +18,8 @@ from api.metrics import LatencyMiddleware, create_registry
 from api.rate_limit import create_rate_limiter
 from api.request_body import RequestBodyGuard
 from api.state import AppState, SchemaGate
+from api.ui import pages as ui_pages
+from api.ui.security import PageHeaders
 from dfp import __version__
 from dfp.settings import Settings, get_settings
 from dfp.storage.database import Database
@@ -79,6 +82,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(experiments.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    # The web UI: pages on the same services, their assets served by dfp itself.
+    app.include_router(ui_pages.router)
+    app.mount("/ui/static", StaticFiles(directory=ui_pages.STATIC_DIR), name="ui-static")
+    app.add_middleware(PageHeaders)
     # Bodies are checked before routing; the latency middleware times refusals too.
     app.add_middleware(RequestBodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(LatencyMiddleware, histogram=latency)

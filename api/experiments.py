@@ -117,6 +117,9 @@ def list_experiments(
         list[JobStatus] | None, Query(alias="status", description="Repeat to allow several.")
     ] = None,
     tag: Annotated[str | None, Query(max_length=64, pattern=TAG_PATTERN)] = None,
+    name: Annotated[
+        str | None, Query(max_length=200, description="Part of the name, in any case.")
+    ] = None,
     created_after: Annotated[
         UtcDatetime | None, Query(description="ISO 8601; without a zone it means UTC.")
     ] = None,
@@ -135,6 +138,7 @@ def list_experiments(
             cursor=cursor,
             status=status_ or (),
             tag=tag,
+            name=name,
             created_after=created_after,
             created_before=created_before,
         )

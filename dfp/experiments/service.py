@@ -335,6 +335,7 @@ def list_experiments(
     cursor: str | None = None,
     status: Collection[str] = (),
     tag: str | None = None,
+    name: str | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
 ) -> ExperimentsPublic:
@@ -346,6 +347,7 @@ def list_experiments(
         limit=limit + 1,
         status=status,
         tag=tag,
+        name=name,
         created_after=created_after,
         created_before=created_before,
         after=after,
