@@ -11,7 +11,7 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api import experiments, health, webhooks
+from api import datasets, events, experiments, health, openapi, webhooks
 from api.deps import reject_unknown_query
 from api.errors import install_error_handlers
 from api.metrics import LatencyMiddleware, create_registry
@@ -33,7 +33,8 @@ DESCRIPTION = """Submit Deep Frequency Principle experiments and fetch per-layer
 Every request except `/healthz`, `/readyz` and this documentation needs
 `Authorization: Bearer <key>` (create one with `dfp keys create --owner NAME`); each key may
 send a limited number of requests per minute (429 with `Retry-After` beyond it).
-Request bodies are JSON (`Content-Type: application/json`) of limited size (413 beyond it).
+Request bodies are JSON (`Content-Type: application/json`) of limited size (413 beyond it),
+except dataset uploads (`multipart/form-data`, limited by DFP_MAX_DATASET_BYTES).
 Errors share one shape: `{"error": {"code", "message", "details"}}`.
 """
 
@@ -80,13 +81,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     install_error_handlers(app)
     app.include_router(experiments.router)
+    events.install(app)
+    app.include_router(datasets.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
     # The web UI: pages on the same services, their assets served by dfp itself.
     app.include_router(ui_pages.router)
     app.mount("/ui/static", StaticFiles(directory=ui_pages.STATIC_DIR), name="ui-static")
     app.add_middleware(PageHeaders)
+    openapi.install(app)
     # Bodies are checked before routing; the latency middleware times refusals too.
-    app.add_middleware(RequestBodyGuard, max_bytes=settings.max_body_bytes)
+    upload_limit = settings.max_dataset_bytes + datasets.FORM_OVERHEAD_BYTES
+    app.add_middleware(
+        RequestBodyGuard,
+        max_bytes=settings.max_body_bytes,
+        uploads={datasets.UPLOAD_PATH: upload_limit},
+    )
     app.add_middleware(LatencyMiddleware, histogram=latency)
     return app

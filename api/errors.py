@@ -33,12 +33,22 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+ERROR_RESPONSE_REF = "#/components/schemas/ErrorResponse"
+
+
+def error_schemas() -> dict[str, Any]:
+    """The components the error responses refer to (added to the document by api.openapi)."""
+    schema = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    definitions: dict[str, Any] = schema.pop("$defs", {})
+    return {**definitions, "ErrorResponse": schema}
+
+
 ERROR_DESCRIPTIONS = {
     401: "Missing, malformed, unknown or revoked API key",
-    404: "No such experiment for this key's owner",
-    409: "Conflicts with the experiment's state or an earlier request",
-    413: "Request body larger than the server's limit (DFP_MAX_BODY_BYTES)",
-    415: "Request body that is not JSON (send Content-Type: application/json)",
+    404: "No such experiment, analysis or dataset for this key's owner",
+    409: "Conflicts with the resource's state or an earlier request",
+    413: "Request body larger than the server's limit (DFP_MAX_BODY_BYTES, DFP_MAX_DATASET_BYTES)",
+    415: "Request body that is not JSON (uploads: not multipart/form-data)",
     422: "Invalid request or spec, or over a server limit (details name the field or limit)",
     429: "Too many requests with this key; retry after the Retry-After delay",
     503: "Database, broker or schema not ready; retry after the Retry-After delay",
@@ -62,9 +72,11 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     wanted = set(statuses) | ({429} if 401 in statuses else set())
     responses: dict[int | str, dict[str, Any]] = {}
     for status in sorted(wanted):
+        # Declared by reference rather than as a `model`: FastAPI would file a model under the
+        # route's own media type (text/csv, image/png, text/event-stream), but errors are JSON.
         response: dict[str, Any] = {
-            "model": ErrorResponse,
             "description": ERROR_DESCRIPTIONS[status],
+            "content": {"application/json": {"schema": {"$ref": ERROR_RESPONSE_REF}}},
         }
         if status in RESPONSE_HEADERS:
             response["headers"] = RESPONSE_HEADERS[status]

@@ -1,5 +1,6 @@
 """Request bodies are checked before any route parses them: size (413), media type (415), UTF-8
-and nesting depth (422). Each refusal uses the shared error shape.
+and nesting depth (422). Each refusal uses the shared error shape. File uploads are the one
+exception: they stream to their route, which limits them as they arrive.
 
 Nothing the API accepts nests deeper than a few levels (a sweep over δ grids is five); a
 deeply nested document would only cost recursion in every parser and validator after this.
@@ -96,9 +97,12 @@ def check_json_body(body: bytes) -> None:
 class RequestBodyGuard:
     """ASGI middleware: refuses oversized, non-JSON or pathological bodies before routing."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, uploads: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # POST paths that take a file instead of JSON, and their own size limit: their bodies
+        # stream through untouched (the route parses and limits them as they arrive).
+        self.uploads = uploads or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -110,6 +114,19 @@ class RequestBodyGuard:
         length = int(declared) if declared and declared.isdigit() else None
         if not chunked and not length:
             await self.app(scope, receive, send)  # no body: nothing to check or buffer
+            return
+        upload_limit = self.uploads.get(scope["path"]) if scope["method"] == "POST" else None
+        if upload_limit is not None:
+            if length is not None and length > upload_limit:
+                error = PayloadTooLargeError(
+                    f"request body larger than {upload_limit} bytes (DFP_MAX_DATASET_BYTES)",
+                    details={"max_bytes": upload_limit},
+                )
+                await JSONResponse(error.to_body(), status_code=error.status_code)(
+                    scope, receive, send
+                )
+                return
+            await self.app(scope, receive, send)
             return
         try:
             if length is not None and length > self.max_bytes:

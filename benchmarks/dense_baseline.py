@@ -17,7 +17,7 @@ import numpy as np
 
 
 def dense_lfr(x: np.ndarray, labels: np.ndarray, deltas: list[float]) -> list[float]:
-    """LFR(δ) per METHOD §2 with max-abs-per-dim normalisation, everything dense in float64."""
+    """LFR(δ) per docs/method.md §2, max-abs-per-dim normalised, everything dense in float64."""
     x = x.astype(np.float64)
     scale = np.abs(x).max(axis=0)
     x = x / np.where(scale > 0, scale, 1.0)

@@ -21,6 +21,9 @@ _EXPORTS = {
     "resolve_deltas": "dfp_engine.deltas",
     "validate_deltas": "dfp_engine.deltas",
     "NORMALIZATION_MODES": "dfp_engine.normalization",
+    "ModelAnalysis": "dfp_engine.model_analysis",
+    "analyze_model": "dfp_engine.model_analysis",
+    "FrequencyMonitor": "dfp_engine.monitor",
     "normalize": "dfp_engine.normalization",
 }
 
@@ -34,6 +37,8 @@ if TYPE_CHECKING:
         filtering_test,
         ratio_density,
     )
+    from dfp_engine.model_analysis import ModelAnalysis, analyze_model
+    from dfp_engine.monitor import FrequencyMonitor
     from dfp_engine.normalization import NORMALIZATION_MODES, normalize
 
 
@@ -45,10 +50,13 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "NORMALIZATION_MODES",
+    "FrequencyMonitor",
     "FrequencyResult",
+    "ModelAnalysis",
     "RatioDensity",
     "__version__",
     "analyze_frequency",
+    "analyze_model",
     "as_targets",
     "auto_deltas",
     "filtering_test",

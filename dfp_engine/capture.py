@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,11 +23,20 @@ def capture_hooks(model: Network, names: Sequence[str]) -> Iterator[dict[str, li
     if unknown:
         raise ValueError(f"no capture point named {unknown}; the model has {list(points)}")
     store: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    with forward_hooks({n: points[n] for n in names}, lambda n: _recorder(store[n])):
+        yield store
+
+
+@contextmanager
+def forward_hooks(
+    modules: Mapping[str, nn.Module], make_hook: Callable[[str], Any]
+) -> Iterator[None]:
+    """Register make_hook(name) as a forward hook on each module; all removed on exit or error."""
     handles = []
     try:
-        for name in names:
-            handles.append(points[name].register_forward_hook(_recorder(store[name])))
-        yield store
+        for name, module in modules.items():
+            handles.append(module.register_forward_hook(make_hook(name)))
+        yield
     finally:
         for handle in handles:
             handle.remove()

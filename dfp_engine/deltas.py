@@ -47,11 +47,18 @@ def resolve_deltas(
     return sorted_by_frequency([1.0 / u for u in inv])
 
 
+def grid_sample_rows(n: int, max_points: int = AUTO_GRID_SAMPLE) -> np.ndarray:
+    """The seeded, sorted row subset the automatic grid looks at: all rows up to max_points."""
+    if n <= max_points:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, size=max_points, replace=False))
+
+
 def squared_distance_sample(z: np.ndarray, *, max_points: int = AUTO_GRID_SAMPLE) -> np.ndarray:
     """Pairwise squared distances (float64) of a seeded row subset: (s, s), s ≤ max_points."""
     n = z.shape[0]
     if n > max_points:
-        z = z[np.sort(np.random.default_rng(0).choice(n, size=max_points, replace=False))]
+        z = z[grid_sample_rows(n, max_points)]
     z64 = z.astype(np.float64)
     z64 -= z64.mean(axis=0)
     sq = (z64 * z64).sum(axis=1)

@@ -1,4 +1,4 @@
-"""Low Frequency Ratio, Ratio Density Function and the filtering test (METHOD.md §2-§4)."""
+"""Low Frequency Ratio, Ratio Density Function and the filtering test (docs/method.md §2-§4)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dfp_engine.deltas import auto_deltas, resolve_deltas
+from dfp_engine.deltas import auto_deltas, grid_sample_rows, resolve_deltas
 from dfp_engine.lowpass import Backend, lowpass_sums
-from dfp_engine.normalization import NORMALIZATION_MODES, normalize
+from dfp_engine.normalization import (
+    NORMALIZATION_MODES,
+    column_divisors,
+    column_statistics,
+    normalize,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -91,8 +96,11 @@ def as_targets(labels: ArrayLike, n_classes: int | None = None) -> np.ndarray:
 
 
 def as_features(features: ArrayLike) -> np.ndarray:
-    """Features as an (n, d) array; higher-rank inputs are flattened per sample."""
-    t = as_array(features)
+    """Features as an (n, d) array; higher-rank inputs are flattened per sample.
+
+    A memory-mapped array stays one (a view of the same file), so it can be streamed.
+    """
+    t = features if isinstance(features, np.memmap) else as_array(features)
     if t.ndim == 0:
         raise ValueError("features must have one row per sample")
     if t.dtype.kind not in "biuf":
@@ -133,14 +141,14 @@ def _resolve_grid(
     return resolve_deltas(deltas=deltas, inverse_deltas=inverse_deltas)
 
 
-def _check_inputs(z: np.ndarray, y: np.ndarray) -> None:
+def _check_inputs(z: np.ndarray, y: np.ndarray, *, z_finite: bool | None = None) -> None:
     if z.shape[0] != y.shape[0]:
         raise ValueError(f"features have {z.shape[0]} rows but labels have {y.shape[0]}")
     if z.shape[0] < 2:
         raise ValueError(f"need at least 2 samples, got {z.shape[0]}")
     if z.shape[1] == 0 or y.shape[1] == 0:
         raise ValueError("features and labels need at least one column")
-    if not np.isfinite(z).all():
+    if not (np.isfinite(z).all() if z_finite is None else z_finite):
         raise ValueError("features contain NaN or inf")
     if not np.isfinite(y).all():
         raise ValueError("labels contain NaN or inf")
@@ -176,6 +184,7 @@ def analyze_frequency(
     threads: int | None = None,
     backend: Backend | None = None,
     n_classes: int | None = None,
+    stream_memory: int | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> FrequencyResult:
     """LFR(δ), RDF over 1/δ and its peak and mean for the function {(features_i, labels_i)}.
@@ -186,6 +195,8 @@ def analyze_frequency(
     grid of 20 values is used. `dtype` ('float32' or 'float64', numpy or torch) sets the tile
     precision; sums are float64 either way. `threads` caps the CPU threads (default: all
     cores); `backend` picks numpy or torch for the tiles (default: numpy on the CPU).
+    Features given as an `np.memmap` are streamed from their file, never loaded whole
+    (CPU only); `stream_memory` caps the bytes of rows the tiles then hold.
     """
     start = time.perf_counter()
     if normalization not in NORMALIZATION_MODES:
@@ -196,13 +207,24 @@ def analyze_frequency(
     dev = _resolve_device(device)
     z = as_features(features)
     y = as_targets(labels, n_classes)
-    _check_inputs(z, y)
+    # A memory-mapped z is streamed: statistics in one chunked pass, scaling applied per tile.
+    streamed = isinstance(z, np.memmap)
+    stats = column_statistics(z) if streamed else None
+    _check_inputs(z, y, z_finite=None if stats is None else stats.finite)
     power = float((y * y).sum())
     if power == 0.0:
         raise ValueError("labels are all zero: the low frequency ratio is undefined")
 
-    zn = normalize(z.astype(DTYPES[precision], copy=False), normalization)
-    grid = _resolve_grid(zn, deltas, inverse_deltas, auto_deltas)
+    scale: np.ndarray | None = None
+    if stats is None:
+        zn = normalize(z.astype(DTYPES[precision], copy=False), normalization)
+        grid = _resolve_grid(zn, deltas, inverse_deltas, auto_deltas)
+    else:
+        zn = z
+        scale = 1.0 / column_divisors(stats, normalization)
+        # the automatic grid looks at a seeded row sample only: scale just those rows
+        sample = np.asarray(z[grid_sample_rows(z.shape[0])], dtype=np.float64) * scale
+        grid = _resolve_grid(sample.astype(DTYPES[precision]), deltas, inverse_deltas, auto_deltas)
 
     values = y
     if predictions is not None:
@@ -224,6 +246,8 @@ def analyze_frequency(
         threads=threads,
         device=dev,
         backend=backend,
+        scale=scale,
+        stream_memory=stream_memory,
         on_progress=on_progress,
     )
     c = y.shape[1]
@@ -281,7 +305,7 @@ def filtering_test(
     device: str | torch.device = "cpu",
     n_classes: int | None = None,
 ) -> FrequencyResult:
-    """The F-principle filtering test (METHOD §4): e_low, e_high of predictions vs targets.
+    """The F-principle filtering test (docs/method.md §4): e_low, e_high of predictions vs targets.
 
     Filters in input space (no normalisation by default, as in the original demo).
     """

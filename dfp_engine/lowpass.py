@@ -18,6 +18,11 @@ Two backends run the tiles: numpy on the CPU (no torch import; its exp is fast a
 slow path for tiny results) and torch on CUDA (also usable on the CPU). On the CPU the strips
 are shared out to one thread per core, each with single-threaded BLAS: small tiles then pay no
 fork/join cost per operation, and each core keeps its tile in its own L2.
+
+Features given as an `np.memmap` are streamed instead of copied: the prepared rows are built
+block by block from the file, strips are processed in groups whose left rows fit a memory
+budget, so each column block is read once per group, and the pages read are released as the
+pass moves on, so resident memory stays at the group, one block and the sums.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
+
+from dfp_engine.streaming import column_means, release_pages
 
 if TYPE_CHECKING:
     import torch
@@ -51,6 +58,8 @@ TILE_ELEMENTS = 20 * 128 * 128
 GPU_TILE_ELEMENTS = 20 * 2048 * 2048
 # Tile products summed in float32 before they are added into the float64 totals.
 FLUSH_EVERY = 8
+# Streamed features: bytes of prepared left rows held by all workers together, by default.
+STREAM_MEMORY = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,65 @@ class LowpassSums:
     weights: np.ndarray
 
 
+class _Rows(Protocol):
+    """Prepared right-hand rows [-2 z_j | 1 | |z_j|^2 | 0…] of the centred features, by block."""
+
+    @property
+    def width(self) -> int: ...
+
+    def block(self, j0: int, b: int) -> np.ndarray: ...  # (b, width)
+
+
+@dataclass(frozen=True)
+class _PreparedRows:
+    """Every prepared row in memory: (N, w), padding rows zero."""
+
+    array: np.ndarray
+
+    @property
+    def width(self) -> int:
+        return int(self.array.shape[1])
+
+    def block(self, j0: int, b: int) -> np.ndarray:
+        return self.array[j0 : j0 + b]
+
+
+@dataclass(frozen=True)
+class _StreamedRows:
+    """Prepared rows built on demand from a memory-mapped z (n, d): z' = (z - mean) * scale."""
+
+    z: np.memmap
+    mean: np.ndarray  # (d,) float64, of z before scaling
+    scale: np.ndarray  # (d,) float64
+    columns: int  # w
+    dtype: type[np.floating[Any]]
+
+    @property
+    def width(self) -> int:
+        return self.columns
+
+    def block(self, j0: int, b: int) -> np.ndarray:
+        n, d = self.z.shape
+        out = np.zeros((b, self.width), dtype=self.dtype)
+        stop = min(j0 + b, n)
+        if stop > j0:
+            rows = out[: stop - j0]
+            chunk = np.array(self.z[j0:stop], dtype=np.float64)  # (rows, d): a copy, read
+            release_pages(self.z, j0, stop)
+            chunk -= self.mean
+            chunk *= self.scale
+            _fill_prepared(rows, chunk, d)
+        return out
+
+
+def _fill_prepared(out: np.ndarray, centred: np.ndarray, d: int) -> None:
+    """out (r, w) := [-2 z | 1 | |z|^2 | 0…] for centred rows z (r, d), in out's dtype."""
+    out[:, :d] = centred
+    sq = np.einsum("ij,ij->i", out[:, :d], out[:, :d])
+    out[:, :d] *= -2.0
+    out[:, d], out[:, d + 1] = 1.0, sq
+
+
 @dataclass(frozen=True)
 class _Operands:
     """Everything a tile needs, prepared once per call; rows are zero-padded to whole blocks.
@@ -69,7 +137,7 @@ class _Operands:
     left_i . right_j gives |z_i - z_j|^2. Only `right` is kept; left comes from it per strip.
     """
 
-    right: np.ndarray  # (N, w) for the centred features, N = n_blocks * b
+    right: _Rows  # (N, w) for the centred features, N = n_blocks * b
     dim: int  # d, the features' own width inside w
     rhs: np.ndarray  # (N, kp) [values | 1 | 0…]; all-zero on padding rows
     deltas: list[float]  # descending
@@ -91,14 +159,22 @@ class _Operands:
         """Per δ, the squared distance beyond which exp(-D / (2δ)) falls below EXP_FLOOR."""
         return [-2.0 * x * EXP_FLOOR for x in self.deltas]
 
+    def right_block(self, j0: int) -> np.ndarray:
+        """Prepared rows j0 … j0 + b: (b, w)."""
+        return self.right.block(j0, self.block)
+
     def left(self, i0: int) -> np.ndarray:
         """[z_i | |z_i|^2 | 1 | 0…] for the strip starting at row i0: (b, w)."""
-        right = self.right[i0 : i0 + self.block]
-        left = np.zeros_like(right)
-        left[:, : self.dim] = right[:, : self.dim] * -0.5
-        left[:, self.dim] = right[:, self.dim + 1]
-        left[:, self.dim + 1] = 1.0
-        return left
+        return left_rows(self.right_block(i0), self.dim)
+
+
+def left_rows(right: np.ndarray, d: int) -> np.ndarray:
+    """Left GEMM operand [z | |z|^2 | 1 | 0…] from prepared right rows: (r, w)."""
+    left = np.zeros_like(right)
+    left[:, :d] = right[:, :d] * -0.5
+    left[:, d] = right[:, d + 1]
+    left[:, d + 1] = 1.0
+    return left
 
 
 class _TileWorker(Protocol):
@@ -135,21 +211,9 @@ class _NumpyWorker:
         self.left = self.ops.left(i0)
 
     def tile(self, i0: int, j0: int) -> None:
-        ops, kern, dist = self.ops, self.kern, self.dist
+        ops = self.ops
         m, b = ops.m, ops.block
-        # (b, w) x (w, b) -> (b, b) squared distances; rounding can dip below zero
-        np.matmul(self.left, ops.right[j0 : j0 + b].T, out=dist)
-        np.maximum(dist, 0, out=dist)
-        # (b, b) -> (m, b, b): one kernel per δ from the same distances
-        np.multiply(dist, self.scales, out=kern)
-        np.exp(kern, out=kern)
-        first = _first_floored(self.floors, dist) if self.floors else m
-        if first < m:
-            tail = kern[first:]
-            tail += SUBNORMAL_FLUSH
-            tail -= SUBNORMAL_FLUSH
-        if i0 == j0:
-            kern.reshape(m, b * b)[:, :: b + 1] = 0.0
+        kern = self._kernels(self.left, ops.right_block(j0), i0 == j0)
         # rows i gather columns j: (m * b, b) @ (b, kp) -> (m * b, kp)
         np.matmul(kern.reshape(m * b, b), ops.rhs[j0 : j0 + b], out=self.row_product)
         self.rows += self.row_product.reshape(m, b, -1)
@@ -159,6 +223,40 @@ class _NumpyWorker:
             np.matmul(kern.transpose(0, 2, 1), ops.rhs[i0 : i0 + b], out=self.col_product)
             self.cols[:, j0 : j0 + b] += self.col_product
             self.cols_pending += 1
+
+    def streamed_tile(self, left: np.ndarray, right: np.ndarray, i0: int, j0: int) -> None:
+        """One tile from given operands, its products added straight into the float64 sums.
+
+        Used when features stream from a file: tiles then come in group order, and at the
+        widths that make streaming worthwhile a tile's GEMM dwarfs the float64 additions.
+        """
+        ops = self.ops
+        m, b = ops.m, ops.block
+        kern = self._kernels(left, right, i0 == j0)
+        np.matmul(kern.reshape(m * b, b), ops.rhs[j0 : j0 + b], out=self.row_product)
+        self.total[:, i0 : i0 + b] += self.row_product.reshape(m, b, -1)
+        if j0 != i0:
+            np.matmul(kern.transpose(0, 2, 1), ops.rhs[i0 : i0 + b], out=self.col_product)
+            self.total[:, j0 : j0 + b] += self.col_product
+
+    def _kernels(self, left: np.ndarray, right: np.ndarray, diagonal: bool) -> np.ndarray:
+        """(m, b, b) Gaussian kernels between left rows i and right rows j, one per δ."""
+        kern, dist = self.kern, self.dist
+        m, b = self.ops.m, self.ops.block
+        # (b, w) x (w, b) -> (b, b) squared distances; rounding can dip below zero
+        np.matmul(left, right.T, out=dist)
+        np.maximum(dist, 0, out=dist)
+        # (b, b) -> (m, b, b): one kernel per δ from the same distances
+        np.multiply(dist, self.scales, out=kern)
+        np.exp(kern, out=kern)
+        first = _first_floored(self.floors, dist) if self.floors else m
+        if first < m:
+            tail = kern[first:]
+            tail += SUBNORMAL_FLUSH
+            tail -= SUBNORMAL_FLUSH
+        if diagonal:
+            kern.reshape(m, b * b)[:, :: b + 1] = 0.0
+        return kern
 
     def flush_rows(self, i0: int) -> None:
         if self.rows_pending:
@@ -186,7 +284,9 @@ class _TorchWorker:
         m, b, kp = ops.m, ops.block, ops.kp
         dtype = torch.float32 if ops.rhs.dtype == np.float32 else torch.float64
         self.ops, self.device = ops, device
-        self.right = torch.from_numpy(ops.right).to(device)
+        if not isinstance(ops.right, _PreparedRows):
+            raise ValueError("features streamed from a file run on the numpy backend only")
+        self.right = torch.from_numpy(ops.right.array).to(device)
         self.rhs = torch.from_numpy(ops.rhs).to(device)
         self.scales = torch.tensor([-0.5 / x for x in ops.deltas], dtype=dtype, device=device)
         self.scales = self.scales.view(1, m, 1)
@@ -262,10 +362,15 @@ def lowpass_sums(
     threads: int | None = None,
     device: str = "cpu",
     backend: Backend | None = None,
+    scale: np.ndarray | None = None,
+    stream_memory: int | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> LowpassSums:
     """Off-diagonal Gaussian kernel sums of `values` for every δ (see module docstring).
 
+    The features filtered are z * scale (`scale`: one multiplier per column, default 1).
+    An `np.memmap` z is streamed from its file, never copied whole; `stream_memory` caps the
+    bytes of prepared rows its workers hold (default STREAM_MEMORY).
     `backend` defaults to numpy on the CPU and torch elsewhere; `threads` (CPU) to one per core.
     """
     n, d = z.shape
@@ -273,6 +378,9 @@ def lowpass_sums(
     backend = backend or ("numpy" if str(device) == "cpu" else "torch")
     if backend == "numpy" and str(device) != "cpu":
         raise ValueError("the numpy backend runs on the CPU only")
+    streamed = isinstance(z, np.memmap)
+    if isinstance(z, np.memmap) and backend != "numpy":
+        raise ValueError("features streamed from a memory-mapped file run on the CPU (numpy)")
     b = block_size or default_block_size(n, m, device)
     if b < 1:
         raise ValueError(f"block_size must be positive, got {b}")
@@ -283,11 +391,17 @@ def lowpass_sums(
     order = sorted(range(m), key=lambda i: -deltas[i])
     # Centering leaves distances unchanged and shrinks |a|^2 + |b|^2 - 2ab cancellation.
     width = -(-(d + 2) // COLUMN_MULTIPLE) * COLUMN_MULTIPLE  # aligned rows keep the GEMM fast
-    right = np.zeros((padded, width), dtype=dtype)
-    np.subtract(z, z.mean(axis=0, dtype=np.float64), out=right[:n, :d], casting="same_kind")
-    sq = np.einsum("ij,ij->i", right[:, :d], right[:, :d])
-    right[:, :d] *= -2.0
-    right[:, d], right[:, d + 1] = 1.0, sq
+    factors = np.ones(d) if scale is None else np.asarray(scale, dtype=np.float64).reshape(d)
+    right: _Rows
+    if isinstance(z, np.memmap):
+        right = _StreamedRows(z, column_means(z), factors, width, dtype)
+    else:
+        prepared = np.zeros((padded, width), dtype=dtype)
+        np.subtract(z, z.mean(axis=0, dtype=np.float64), out=prepared[:n, :d], casting="same_kind")
+        if scale is not None:
+            prepared[:n, :d] *= factors.astype(dtype)
+        _fill_prepared(prepared, prepared[:, :d], d)
+        right = _PreparedRows(prepared)
     kp = -(-(k + 1) // COLUMN_MULTIPLE) * COLUMN_MULTIPLE
     rhs = np.zeros((padded, kp), dtype=dtype)
     rhs[:n, :k] = values
@@ -308,10 +422,22 @@ def lowpass_sums(
         workers = max(1, min(threads or torch.get_num_threads(), n_blocks)) if on_cpu else 1
         quiet = _single_threaded_torch() if workers > 1 else nullcontext()
 
-    totals = _run_strips(make_worker, n_blocks, b, workers, quiet, on_progress)
+    if streamed:
+        budget = STREAM_MEMORY if stream_memory is None else stream_memory
+        group = stream_group(n_blocks, b * width * np.dtype(dtype).itemsize, workers, budget)
+        totals = _run_groups(ops, n_blocks, workers, group, quiet, on_progress)
+    else:
+        totals = _run_strips(make_worker, n_blocks, b, workers, quiet, on_progress)
     back = np.argsort(order)
     sums = totals[back, :n]  # (m, n, kp) in the caller's δ order
     return LowpassSums(values=sums[:, :, :k], weights=sums[:, :, k])
+
+
+def stream_group(n_blocks: int, block_bytes: int, workers: int, budget: int) -> int:
+    """Strips per group when streaming: as many as the budget holds, at least 4 groups a worker."""
+    fits = max(1, budget // max(1, workers * block_bytes))
+    balanced = max(1, -(-n_blocks // (4 * workers)))
+    return min(fits, balanced)
 
 
 def _first_floored(floors: list[float], dist: np.ndarray) -> int:
@@ -353,40 +479,117 @@ def _run_strips(
         worker.flush_cols()
         results[w] = worker.totals()
 
-    if workers == 1:
-        work(0)
-    else:
-        with quiet:
-            helpers = [threading.Thread(target=work, args=(w,)) for w in range(1, workers)]
-            for t in helpers:
-                t.start()
-            try:
-                work(0)
-            finally:
-                for t in helpers:
-                    t.join()
+    _run_workers(work, workers, quiet)
     if on_progress is not None:
         on_progress(1.0)
-    # A fixed strip-to-worker assignment and a fixed order of this sum keep the result
-    # bit-for-bit deterministic whatever the threads' timing.
+    return _sum_in_order(results)
+
+
+def _run_groups(
+    ops: _Operands,
+    n_blocks: int,
+    workers: int,
+    group: int,
+    quiet: AbstractContextManager[object],
+    on_progress: Callable[[float], None] | None,
+) -> np.ndarray:
+    """Streamed tiles: each worker holds a group of strips' left rows and reads every column
+    block once per group; float64 totals (m, N, kp), summed in a fixed order."""
+    b = ops.block
+    firsts = list(range(0, n_blocks, group))
+    loads = [sum(n_blocks - s for s in range(g, min(g + group, n_blocks))) for g in firsts]
+    shares = _balanced_shares(loads, workers)
+    results: list[np.ndarray | None] = [None] * workers
+    total_tiles = n_blocks * (n_blocks + 1) // 2
+    done = [0] * workers
+
+    def work(w: int) -> None:
+        worker = _NumpyWorker(ops)
+        for index in shares[w]:
+            strips = range(firsts[index], min(firsts[index] + group, n_blocks))
+            lefts = [ops.left(s * b) for s in strips]  # group * (b, w) held for the pass
+            for jb in range(strips[0], n_blocks):
+                right = ops.right_block(jb * b)  # (b, w), read once for the whole group
+                for s, left in zip(strips, lefts, strict=True):
+                    if s > jb:
+                        break
+                    worker.streamed_tile(left, right, s * b, jb * b)
+                    done[w] += 1
+                if w == 0 and on_progress is not None:
+                    on_progress(min(1.0, sum(done) / total_tiles))
+        results[w] = worker.totals()
+
+    _run_workers(work, workers, quiet)
+    if on_progress is not None:
+        on_progress(1.0)
+    return _sum_in_order(results)
+
+
+def _run_workers(
+    work: Callable[[int], None], workers: int, quiet: AbstractContextManager[object]
+) -> None:
+    """work(0) on this thread, work(1 … workers-1) on helper threads, all joined; a helper's
+    exception is re-raised here."""
+    if workers == 1:
+        work(0)
+        return
+    errors: list[BaseException] = []
+    with quiet:
+        helpers = [
+            threading.Thread(target=_recording(work, errors), args=(w,)) for w in range(1, workers)
+        ]
+        for t in helpers:
+            t.start()
+        try:
+            work(0)
+        finally:
+            for t in helpers:
+                t.join()
+    if errors:
+        # The helper's own exception (e.g. MemoryError), not a generic one.
+        raise errors[0]
+
+
+def _sum_in_order(results: list[np.ndarray | None]) -> np.ndarray:
+    """The workers' totals summed in worker order.
+
+    A fixed assignment of work to workers and a fixed order of this sum keep the result
+    bit-for-bit deterministic whatever the threads' timing.
+    """
     total: np.ndarray | None = None
     for part in results:
-        if part is None:
-            raise RuntimeError("a low-pass worker thread failed")
+        assert part is not None  # every worker either stored its totals or raised above
         total = part if total is None else total + part
     assert total is not None
     return total
 
 
-def _balanced_strips(n_blocks: int, workers: int) -> list[list[int]]:
-    """Strips for each worker, longest first to the least loaded: even and deterministic."""
+def _recording(work: Callable[[int], None], errors: list[BaseException]) -> Callable[[int], None]:
+    """`work` for a helper thread: an exception is kept for the caller to re-raise."""
+
+    def run(w: int) -> None:
+        try:
+            work(w)
+        except BaseException as exc:  # handed to the calling thread, re-raised there
+            errors.append(exc)
+
+    return run
+
+
+def _balanced_shares(loads: list[int], workers: int) -> list[list[int]]:
+    """Items (in order) to the least loaded worker: an even, deterministic assignment."""
     shares: list[list[int]] = [[] for _ in range(workers)]
     load = [0] * workers
-    for strip in range(n_blocks):  # strip s holds n_blocks - s tiles
+    for item, cost in enumerate(loads):
         w = min(range(workers), key=lambda i: (load[i], i))
-        shares[w].append(strip)
-        load[w] += n_blocks - strip
+        shares[w].append(item)
+        load[w] += cost
     return shares
+
+
+def _balanced_strips(n_blocks: int, workers: int) -> list[list[int]]:
+    """Strips for each worker, longest first to the least loaded: even and deterministic."""
+    return _balanced_shares([n_blocks - strip for strip in range(n_blocks)], workers)
 
 
 def _cpu_count() -> int:

@@ -1,4 +1,4 @@
-"""Networks whose hidden layers are modules with stable names (see dfp_engine.layers)."""
+"""Networks whose hidden layers are modules with stable names (see dfp_engine.spec.models)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dfp_engine.layers import RESNET_STAGES, hidden_names
 from dfp_engine.spec import (
     Activation,
     CNNModel,
@@ -18,6 +17,7 @@ from dfp_engine.spec import (
     ModelSpec,
     ResNetModel,
 )
+from dfp_engine.spec.models import RESNET_STAGES, hidden_names
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,

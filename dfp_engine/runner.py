@@ -2,7 +2,7 @@
 
 `run_one` trains one run (one sweep value) and analyses the effective target function
 {(h^[l](x_i), y_i)} of every requested layer on a fixed, seeded subset of the training inputs
-at each checkpoint (METHOD §1-§4). `run_experiment` runs them all and assembles the result.
+at each checkpoint (docs/method.md §1-§4). `run_experiment` runs them all and assembles the result.
 Training problems never raise: a diverged run is `failed` with code `diverged`, a cancelled
 one `cancelled`, both with everything recorded so far. Bad specs or data raise ValueError.
 """
@@ -24,13 +24,13 @@ from dfp_engine import __version__
 from dfp_engine.capture import capture_representations
 from dfp_engine.datasets import Dataset, load_dataset
 from dfp_engine.frequency import analyze_frequency
-from dfp_engine.layers import capture_names, resolve_layer, resolve_layers
 from dfp_engine.models import Network, build_model
 from dfp_engine.results import (
     Checkpoint,
     Environment,
     ErrorInfo,
     ExperimentResult,
+    FourierAnalysis,
     HistoryPoint,
     LayerAnalysis,
     RunResult,
@@ -43,7 +43,11 @@ from dfp_engine.spec import (
     EveryEpochs,
     ExperimentSpec,
     InverseDeltas,
+    capture_names,
+    resolve_layer,
+    resolve_layers,
 )
+from dfp_engine.thresholds import VerdictThresholds
 from dfp_engine.training import (
     SMALL_ANALYSIS_WORK,
     StopReason,
@@ -51,6 +55,7 @@ from dfp_engine.training import (
     resolve_device,
     seeded,
 )
+from dfp_engine.verdicts import compute_verdicts
 
 # With history_every unset, log about this many points per run (plus checkpoints and the end).
 HISTORY_POINTS = 1000
@@ -141,14 +146,18 @@ class _Run:
         self.on_progress, self.on_checkpoint = on_progress, on_checkpoint
         self.history: list[HistoryPoint] = []
         self.checkpoints: list[Checkpoint] = []
+        self.fourier: list[FourierAnalysis] = []
         self.analysis_seconds = 0.0
         self.steps_to_target: int | None = None
         self.epochs_to_target: int | None = None
         self.stop_reason: str | None = None
         value = spec.run_values()[index]
-        self.label = f"run {index + 1}/{self.n_runs}" + (
+        # Runs are numbered from 0 everywhere: the API's `run` filter, figure names, messages.
+        self.label = f"run {index} of {self.n_runs}" + (
             f" ({spec.sweep.field}={value})" if spec.sweep is not None else ""
         )
+        if spec.repeats > 1:
+            self.label += f" (seed {run.training.seed})"
 
     def progress(self, epoch: int, step: int, loss: float | None, message: str) -> None:
         if self.on_progress is None:
@@ -179,7 +188,7 @@ def _analyse(
     reps, outputs = capture_representations(model, x, layers)
     predictions = None
     if spec.filtering_test:
-        # The filtering test compares the network's outputs with the labels (METHOD §4).
+        # The filtering test compares the network's outputs with the labels (docs/method.md §4).
         predictions = (
             torch.softmax(outputs, dim=1) if run.training.loss == "cross_entropy" else outputs
         ).cpu()
@@ -202,31 +211,48 @@ def _analyse(
             n_classes=data.n_classes,
             **grid_arguments(spec),
         )
-        out.append(
-            LayerAnalysis(
-                layer=name,
-                dim=result.dim,
-                normalization=result.normalization,
-                deltas=result.deltas,
-                inverse_deltas=result.inverse_deltas,
-                lfr=result.lfr,
-                rdf_inverse_deltas=result.rdf_inverse_deltas,
-                rdf=result.rdf,
-                peak_inverse_delta=result.peak_inverse_delta,
-                mean_inverse_delta=result.mean_inverse_delta,
-                lfr_limit=result.lfr_limit,
-                n_samples=result.n_samples,
-                e_low=_finite_or_none(result.e_low),
-                e_high=_finite_or_none(result.e_high),
-            )
-        )
+        out.append(LayerAnalysis.from_frequency(name, result))
     return out
 
 
-def _finite_or_none(values: list[float | None] | None) -> list[float | None] | None:
-    if values is None:
-        return None
-    return [v if v is not None and math.isfinite(v) else None for v in values]
+def _fourier(
+    run: ExperimentSpec, model: Network, data: Dataset, device: torch.device, epoch: int
+) -> FourierAnalysis:
+    """Spectra of the target and the output over the whole train split (docs/method.md)."""
+    from dfp_engine.fourier import compare
+
+    if data.task != "regression" or data.n_outputs != 1 or len(data.input_shape) != 1:
+        raise ValueError(
+            "analysis.fourier: needs one real-valued target on vector inputs; this dataset has "
+            f"{data.task} targets with {data.n_outputs} output(s) on inputs of shape "
+            f"{data.input_shape}"
+        )
+    model.eval()
+    with torch.no_grad():
+        output = model(data.x_train.to(device)).cpu().numpy()[:, 0]
+    model.train()
+    if not np.isfinite(output).all():
+        raise _DivergedError("the output holds NaN or inf values")
+    x = data.x_train.numpy().astype(np.float64)
+    spec = run.analysis
+    f, h, found, errors = compare(
+        x,
+        data.y_train.numpy()[:, 0].astype(np.float64),
+        output.astype(np.float64),
+        direction=spec.fourier_direction,
+        floor=spec.fourier_peak_floor,
+    )
+    return FourierAnalysis(
+        epoch=epoch,
+        method="dft" if f.method == "dft" else "nudft",
+        direction=f.direction.tolist(),
+        frequencies=f.frequencies.tolist(),
+        target_amplitude=f.amplitude.tolist(),
+        output_amplitude=h.amplitude.tolist(),
+        peaks=f.frequencies[found].tolist(),
+        peak_indices=found.tolist(),
+        relative_error_at_peaks=errors.tolist(),
+    )
 
 
 def run_one(
@@ -242,7 +268,7 @@ def run_one(
     if not 0 <= index < len(values):
         raise ValueError(f"run index {index} is out of range: the spec has {len(values)} run(s)")
     started = time.perf_counter()
-    run = spec.run_spec(values[index])
+    run = spec.run_specs[index]
     state = _Run(spec, run, index, on_progress, on_checkpoint)
     cancelled = should_cancel if should_cancel is not None else lambda: False
     if cancelled():
@@ -292,6 +318,8 @@ def _train(
         t0 = time.perf_counter()
         try:
             layer_results = _analyse(run, model, x_a, y_a, layers, data, device)
+            if run.analysis.fourier:
+                state.fourier.append(_fourier(run, model, data, device, epoch))
         except _DivergedError as exc:
             return ErrorInfo(code="diverged", message=f"at epoch {epoch}: {exc}")
         finally:
@@ -401,9 +429,12 @@ def _finish(
         epochs_to_target=state.epochs_to_target,
         history=state.history,
         checkpoints=state.checkpoints,
+        fourier=state.fourier,
         elapsed_seconds=time.perf_counter() - started,
         analysis_seconds=state.analysis_seconds,
         stop_reason=state.stop_reason,
+        repeat=state.index % state.spec.repeats,
+        seed=state.run.training.seed,
         **base,
     )
 
@@ -412,7 +443,7 @@ def summarize(spec: ExperimentSpec, runs: list[RunResult]) -> list[SummaryRow]:
     """Per run: sweep value, time to target, final loss and the summary layer's RDF peaks."""
     rows: list[SummaryRow] = []
     for run in runs:
-        layer = summary_layer(spec.run_spec(run.sweep_value) if spec.sweep else spec)
+        layer = summary_layer(spec.run_specs[run.index])
         peaks: dict[str, float | None] = {}
         for checkpoint in run.checkpoints:
             match = next((la for la in checkpoint.layers if la.layer == layer), None)
@@ -446,7 +477,10 @@ def environment(spec: ExperimentSpec, device: str) -> Environment:
 
 
 def assemble(
-    spec: ExperimentSpec, runs: list[RunResult], environment: Environment
+    spec: ExperimentSpec,
+    runs: list[RunResult],
+    environment: Environment,
+    thresholds: VerdictThresholds | None = None,
 ) -> ExperimentResult:
     """The experiment's result: cancelled if any run was, else failed if any failed."""
     status: RunStatus = "succeeded"
@@ -460,7 +494,7 @@ def assemble(
                     code=hit.error.code, message=f"run {hit.index}: {hit.error.message}"
                 )
             break
-    return ExperimentResult(
+    result = ExperimentResult(
         spec=spec.model_dump(mode="json"),
         status=status,
         error=error,
@@ -468,6 +502,7 @@ def assemble(
         runs=runs,
         summary=summarize(spec, runs),
     )
+    return result.model_copy(update={"verdicts": compute_verdicts(result, thresholds)})
 
 
 def run_experiment(
@@ -476,8 +511,9 @@ def run_experiment(
     on_progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
     on_checkpoint: CheckpointCallback | None = None,
+    thresholds: VerdictThresholds | None = None,
 ) -> ExperimentResult:
-    """Every run of the spec, one after another, assembled into one result."""
+    """Every run of the spec, one after another, assembled into one result with its verdicts."""
     device = str(resolve_device(spec.training.device))
     runs = [
         run_one(
@@ -489,4 +525,4 @@ def run_experiment(
         )
         for i in range(len(spec.run_values()))
     ]
-    return assemble(spec, runs, environment(spec, device))
+    return assemble(spec, runs, environment(spec, device), thresholds)

@@ -17,7 +17,7 @@ DELTAS = [0.02, 0.1, 0.3, 1.0, 3.0, 10.0]
 def dense_reference(
     z: np.ndarray, y: np.ndarray, deltas: list[float], p: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Textbook formulas of METHOD §2/§4: full n x n kernel per δ, float64 throughout."""
+    """Textbook formulas of docs/method.md §2/§4: full n x n kernel per δ, float64 throughout."""
     diff = z[:, None, :] - z[None, :, :]
     dist = (diff**2).sum(-1)
     lfr, e_low, e_high = [], [], []
@@ -346,3 +346,31 @@ def test_tensors_are_accepted_and_the_cpu_path_needs_no_torch() -> None:
         "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def test_a_helper_threads_own_error_reaches_the_caller() -> None:
+    import threading
+    from contextlib import nullcontext
+
+    from dfp_engine.lowpass import _run_strips
+
+    class TileMemoryError(MemoryError):
+        pass
+
+    class Idle:
+        rows_pending = 0
+
+        def start_strip(self, i0: int) -> None: ...
+        def tile(self, i0: int, j0: int) -> None: ...
+        def flush_rows(self, i0: int) -> None: ...
+        def flush_cols(self) -> None: ...
+        def totals(self) -> np.ndarray:
+            return np.zeros((1, 1, 1))
+
+    def make_worker() -> Idle:
+        if threading.current_thread() is not threading.main_thread():
+            raise TileMemoryError("no room for the tile buffers")
+        return Idle()
+
+    with pytest.raises(TileMemoryError, match="no room"):
+        _run_strips(make_worker, 4, 8, 2, nullcontext(), None)

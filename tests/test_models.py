@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from dfp_engine.capture import capture_representations
-from dfp_engine.layers import capture_names, resolve_layer, resolve_layers
 from dfp_engine.models import build_model
-from dfp_engine.spec import ExperimentSpec
+from dfp_engine.spec import ExperimentSpec, capture_names, resolve_layer, resolve_layers
 
 
 def model_spec(**fields: Any) -> Any:

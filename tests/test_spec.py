@@ -200,6 +200,7 @@ def test_the_json_schema_describes_every_part() -> None:
         "training",
         "analysis",
         "sweep",
+        "repeats",
     }
     json.dumps(schema)
 

@@ -13,6 +13,7 @@ stores what they missed).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from dfp.datasets.materialize import engine_spec
 from dfp.experiments import lifecycle
 from dfp.experiments.curves import checkpoint_bytes, history_bytes
 from dfp.experiments.lifecycle import Lease, ProgressReport
@@ -46,13 +48,17 @@ TOO_LARGE = "too_large"  # its result outgrew max_result_bytes
 
 
 class RunMonitor:
-    """Heartbeats, flushes the latest progress and watches the cancel flag every `interval` s;
-    stores checkpoints as they come while the result stays under `max_bytes`."""
+    """Flushes the latest progress and watches the cancel flag every `interval` s, heartbeats
+    at least every `heartbeat` s; stores checkpoints as they come while the result stays under
+    `max_bytes`."""
 
-    def __init__(self, db: Database, lease: Lease, interval: float, max_bytes: int) -> None:
+    def __init__(
+        self, db: Database, lease: Lease, interval: float, heartbeat: float, max_bytes: int
+    ) -> None:
         self.db = db
         self.lease = lease
         self.interval = interval
+        self.heartbeat_every = heartbeat
         self.max_bytes = max_bytes
         self.stored_bytes = 0
         self.refused_bytes = 0  # what storing the checkpoint that broke the limit would take
@@ -60,6 +66,7 @@ class RunMonitor:
         self.stop_reason: str | None = None
         self._latest: ProgressReport | None = None
         self._written: ProgressReport | None = None
+        self._beaten_at = -math.inf
         self._stop = threading.Event()
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dfp-run-monitor", daemon=True)
@@ -118,9 +125,16 @@ class RunMonitor:
     def _beat(self) -> None:
         latest = self._latest
         progress = latest if latest is not self._written else None
+        now = time.monotonic()
+        # Progress goes out as soon as there is news; a bare heartbeat only when one is due.
+        # Either way the cancel flag is read, so a cancel stops the run within `interval`.
+        beat = progress is not None or now - self._beaten_at >= self.heartbeat_every
         try:
             with self.db.unit_of_work() as uow:
-                reply = lifecycle.heartbeat(uow.session, self.lease, progress)
+                if beat:
+                    reply = lifecycle.heartbeat(uow.session, self.lease, progress)
+                else:
+                    reply = lifecycle.lease_state(uow.session, self.lease)
         except Exception as exc:
             if isinstance(exc, SQLAlchemyError) and is_transient(exc):
                 log.warning("heartbeat of run %s failed; retrying: %s", self.lease.run_id, exc)
@@ -128,6 +142,8 @@ class RunMonitor:
                 log.exception("heartbeat of run %s failed; retrying", self.lease.run_id)
             return
         self._written = latest
+        if beat:
+            self._beaten_at = now
         if not reply.lease_valid:
             self.stop(LEASE_LOST)
         elif reply.cancel_requested:
@@ -175,7 +191,7 @@ def _execute(ctx: WorkerContext, lease: Lease) -> None:
             _release(ctx, lease, "its worker shut down")
             return
         result = _within_size_limit(ctx, lease, result, monitor)
-    environment = _environment(spec.run_spec(lease.sweep_value), ctx) if spec else None
+    environment = _environment(spec.run_specs[lease.index], ctx) if spec else None
     stored = _store(ctx, lease, result, environment, _summarizer(spec))
     log.info(
         "run %s: %s%s", lease.run_id, result.status, "" if stored else " (lease lost; discarded)"
@@ -196,16 +212,23 @@ def _claim(ctx: WorkerContext, run_id: int) -> Lease | None:
 def _run(ctx: WorkerContext, lease: Lease, spec: ExperimentSpec) -> tuple[RunResult, RunMonitor]:
     """The engine's result for the leased run; its failures become failed results."""
     settings = ctx.settings
-    monitor = RunMonitor(ctx.db, lease, settings.heartbeat_seconds, settings.max_result_bytes)
+    monitor = RunMonitor(
+        ctx.db,
+        lease,
+        min(settings.progress_seconds, settings.heartbeat_seconds),
+        settings.heartbeat_seconds,
+        settings.max_result_bytes,
+    )
     with monitor:
         try:
-            result = run_one(
-                spec,
-                lease.index,
-                on_progress=lambda p: monitor.report(_progress(p)),
-                should_cancel=monitor.should_cancel,
-                on_checkpoint=lambda _index, checkpoint: monitor.store_checkpoint(checkpoint),
-            )
+            with engine_spec(ctx.db, settings, spec) as readable:
+                result = run_one(
+                    readable,
+                    lease.index,
+                    on_progress=lambda p: monitor.report(_progress(p)),
+                    should_cancel=monitor.should_cancel,
+                    on_checkpoint=lambda _index, c: monitor.store_checkpoint(c),
+                )
         except ValueError as exc:  # the engine's word for bad specs and missing data
             result = _failed(lease, "invalid_spec", str(exc))
         except SoftTimeLimitExceeded:

@@ -32,6 +32,7 @@ def _root() -> None:
 # Imported for their side effect of registering commands on `app`.
 from dfp.cli import analyze as _analyze  # noqa: E402,F401
 from dfp.cli import client as _client  # noqa: E402,F401
+from dfp.cli import datasets as _datasets  # noqa: E402,F401
 from dfp.cli import db as _db  # noqa: E402,F401
 from dfp.cli import experiment as _experiment  # noqa: E402,F401
 from dfp.cli import keys as _keys  # noqa: E402,F401

@@ -197,6 +197,18 @@ def heartbeat(
     return HeartbeatReply(lease_valid=valid == 1, cancel_requested=bool(cancel))
 
 
+def lease_state(session: Session, lease: Lease) -> HeartbeatReply:
+    """Whether the lease still holds and the job's cancel flag, without writing anything."""
+    row = session.execute(
+        select(Run.id, Job.cancel_requested)
+        .join(Job, Job.id == Run.job_id)
+        .where(*lease.conditions())
+    ).one_or_none()
+    if row is None:
+        return HeartbeatReply(lease_valid=False, cancel_requested=False)
+    return HeartbeatReply(lease_valid=True, cancel_requested=bool(row.cancel_requested))
+
+
 def store_checkpoint(session: Session, lease: Lease, checkpoint: Checkpoint) -> bool:
     """Store one analysed checkpoint as soon as it exists (partial results while running)."""
     touched = session.execute(update(Run).where(*lease.conditions()).values(heartbeat_at=utcnow()))

@@ -72,8 +72,7 @@ def check_spec_limits(spec: ExperimentSpec, settings: Settings) -> None:
     values = spec.run_values()
     if len(values) > settings.max_sweep_size:
         raise _exceeded(Measure("max_sweep_size", "sweep.values", len(values)), settings, None)
-    for index, value in enumerate(values):
-        run_spec = spec.run_spec(value)
+    for index, (value, run_spec) in enumerate(zip(values, spec.run_specs, strict=True)):
         for measure in measures(run_spec):
             maximum = getattr(settings, measure.limit)
             if measure.value > maximum:

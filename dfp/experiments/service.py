@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any, Protocol
 
@@ -16,6 +15,8 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from dfp.cursors import decode_cursor, encode_cursor
+from dfp.datasets import service as datasets
 from dfp.errors import (
     ConflictError,
     IdempotencyConflictError,
@@ -87,6 +88,7 @@ def submit(
     session = uow.session
     spec = resolve_dataset_path(body.to_spec(), settings)
     check_spec_limits(spec, settings)
+    dataset_id = datasets.check_spec_dataset(session, owner, spec, settings)
     callback_url = str(body.callback_url) if body.callback_url is not None else None
     if callback_url is not None:
         check_callback(callback_url, settings)
@@ -117,6 +119,7 @@ def submit(
         "request_hash": fingerprint,
         "idempotency_key": idempotency_key,
         "callback_url": callback_url,
+        "dataset_id": dataset_id,
         "queue": queue_for(spec),
         "n_runs": len(values),
         "cancel_requested": False,
@@ -129,13 +132,13 @@ def submit(
             "index": index,
             "sweep_value": value,
             "status": "queued",
-            "queue": queue_for(spec.run_spec(value)),
+            "queue": queue_for(run_spec),
             "attempts": 0,
             "enqueues": 1,
             "enqueued_at": now,
             "progress_fraction": 0.0,
         }
-        for index, value in enumerate(values)
+        for index, (value, run_spec) in enumerate(zip(values, spec.run_specs, strict=True))
     ]
     if idempotency_key is None:
         run_ids = repository.insert_job(session, job_row, tags, run_rows)
@@ -203,10 +206,28 @@ def job_status(session: Session, owner: str, job_id: uuid.UUID) -> str:
     return status
 
 
+def job_revision(session: Session, owner: str, job_id: uuid.UUID) -> str:
+    """The token that changes with anything a read of the job shows (see the repository)."""
+    revision = repository.job_revision(session, job_id, owner)
+    if revision is None:
+        raise NotFoundError(f"no experiment {job_id}")
+    return revision
+
+
+def experiment_snapshot(
+    session: Session, owner: str, job_id: uuid.UUID
+) -> tuple[ExperimentPublic, str]:
+    """The public view of a job and its revision, read in the same transaction."""
+    revision = job_revision(session, owner, job_id)
+    return experiment_public(session, get_job(session, owner, job_id)), revision
+
+
 def experiment_public(
     session: Session, job: Job, runs: Sequence[Run] | None = None
 ) -> ExperimentPublic:
     """The full public view of a job: aggregate progress, runs, reproducibility."""
+    # A submission's own runs have nothing stored yet: no need to count.
+    counts = repository.checkpoint_counts(session, job.id) if runs is None else {}
     runs = repository.runs_of(session, job.id) if runs is None else runs
     summary = summary_public(job, max((run.attempts for run in runs), default=0))
     return ExperimentPublic(
@@ -214,7 +235,7 @@ def experiment_public(
         cancel_requested=job.cancel_requested,
         callback_url=job.callback_url,
         progress=progress_public(job, runs),
-        runs=[run_public(run) for run in runs],
+        runs=[run_public(run, counts.get(run.id, 0)) for run in runs],
         reproducibility=reproducibility_public(job, runs),
         spec=job.spec,
     )
@@ -244,18 +265,29 @@ def summary_public(job: Job, attempts: int) -> ExperimentSummary:
     )
 
 
+# Runs that ran to their end; a cancelled run counts only the share it had done.
+ENDED = frozenset({"succeeded", "failed"})
+
+
 def progress_public(job: Job, runs: Sequence[Run]) -> ProgressPublic:
-    """Fraction over all runs (finished ones count whole) and the freshest report of a run."""
-    finished = sum(run.status in TERMINAL_STATUSES for run in runs)
-    fraction = sum(
-        1.0 if run.status in TERMINAL_STATUSES else run.progress_fraction for run in runs
-    ) / max(1, len(runs))
+    """Fraction over all runs (those that ran to their end count whole) and the freshest report
+    of a run; once the job is terminal, the message is its outcome."""
+    finished = sum(run.status in ENDED for run in runs)
+    fraction = sum(1.0 if run.status in ENDED else run.progress_fraction for run in runs) / max(
+        1, len(runs)
+    )
+    fraction = min(1.0, fraction)
     reporting = [run for run in runs if run.progress_updated_at is not None]
     latest = max(reporting, key=lambda run: run.progress_updated_at or job.created_at, default=None)
+    outcome = None
+    if job.status in TERMINAL_STATUSES:
+        outcome = f"{job.status}: {finished} of {len(runs)} runs ran to their end"
     if latest is None:
-        return ProgressPublic(fraction=fraction, runs_finished=finished, n_runs=len(runs))
+        return ProgressPublic(
+            fraction=fraction, runs_finished=finished, n_runs=len(runs), message=outcome
+        )
     return ProgressPublic(
-        fraction=min(1.0, fraction),
+        fraction=fraction,
         runs_finished=finished,
         n_runs=len(runs),
         run=latest.index,
@@ -263,13 +295,14 @@ def progress_public(job: Job, runs: Sequence[Run]) -> ProgressPublic:
         epochs=latest.progress_epochs,
         step=latest.progress_step,
         train_loss=latest.progress_train_loss,
-        message=latest.progress_message,
+        message=outcome or latest.progress_message,
         updated_at=latest.progress_updated_at,
     )
 
 
-def run_public(run: Run) -> RunPublic:
+def run_public(run: Run, checkpoints: int = 0) -> RunPublic:
     return RunPublic(
+        checkpoints=checkpoints,
         index=run.index,
         sweep_value=run.sweep_value,
         status=run.status,  # type: ignore[arg-type]
@@ -308,25 +341,6 @@ def _error(code: str | None, message: str | None) -> ErrorInfo | None:
 # ----------------------------------------------------------------------- listing
 
 
-def encode_cursor(job: Job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), str(job.id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        created_at, job_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        at = datetime.fromisoformat(created_at)
-        if at.tzinfo is None:
-            raise ValueError("a cursor's time has a zone")
-        return at.astimezone(UTC), uuid.UUID(job_id)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise InvalidRequestError(
-            "cursor: not a cursor this server issued", details={"field": "cursor"}
-        ) from exc
-
-
 def list_experiments(
     session: Session,
     owner: str,
@@ -357,7 +371,7 @@ def list_experiments(
     return ExperimentsPublic(
         data=[summary_public(job, attempts.get(job.id, 0)) for job in page],
         count=len(page),
-        next_cursor=encode_cursor(page[-1]) if more and page else None,
+        next_cursor=encode_cursor(page[-1].created_at, page[-1].id) if more and page else None,
     )
 
 

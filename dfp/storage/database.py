@@ -114,12 +114,22 @@ class UnitOfWork:
     def __init__(self, session: Session) -> None:
         self.session = session
         self._after_commit: list[Callable[[], None]] = []
+        self._after_rollback: list[Callable[[], None]] = []
 
     def after_commit(self, action: Callable[[], None]) -> None:
         self._after_commit.append(action)
 
+    def after_rollback(self, action: Callable[[], None]) -> None:
+        """Undo a side effect outside the database (a file written) if the unit rolls back."""
+        self._after_rollback.append(action)
+
     def commit(self) -> None:
-        self.session.commit()
+        try:
+            self.session.commit()
+        except BaseException:
+            self._undo()
+            raise
+        self._after_rollback.clear()
         actions, self._after_commit = self._after_commit, []
         for action in actions:
             try:
@@ -130,7 +140,18 @@ class UnitOfWork:
 
     def rollback(self) -> None:
         self._after_commit.clear()
-        self.session.rollback()
+        try:
+            self.session.rollback()
+        finally:
+            self._undo()
+
+    def _undo(self) -> None:
+        actions, self._after_rollback = self._after_rollback, []
+        for action in actions:
+            try:
+                action()
+            except Exception:
+                log.exception("undoing a rolled-back side effect failed")
 
     def __enter__(self) -> UnitOfWork:
         return self

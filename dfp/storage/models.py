@@ -1,4 +1,5 @@
-"""Tables: API keys, experiments (jobs) with their tags, runs, checkpoints and per-layer curves.
+"""Tables: API keys, experiments (jobs) with their tags, runs, checkpoints and per-layer curves,
+uploaded datasets.
 
 A job is one submitted experiment; each sweep value is a run, executed by its own task. The job
 row holds the aggregate state the API lists and filters on; runs hold what workers write. Curves
@@ -13,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Float,
@@ -87,6 +89,10 @@ class Job(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     callback_url: Mapped[str | None] = mapped_column(String(2048))
+    # The uploaded dataset the job reads, so it cannot be deleted while the job is unfinished.
+    dataset_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("datasets.id", ondelete="SET NULL"), index=True
+    )
     queue: Mapped[str] = mapped_column(String(16))
     n_runs: Mapped[int] = mapped_column(Integer)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -193,6 +199,39 @@ class LayerCurve(Base):
     # δ, 1/δ, LFR, RDF, e_low, e_high... as float64, in the order `curves["layout"]` lists.
     arrays: Mapped[bytes] = mapped_column(LargeBinary)
     curves: Mapped[dict[str, Any]]
+
+
+class Dataset(Base):
+    """An uploaded .npy/.npz file of one owner, checked on upload; its bytes live in a blob store
+    (`dfp.datasets.blobs`). Content-addressed: one row per owner and SHA-256."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (
+        UniqueConstraint("owner", "sha256"),
+        Index("ix_datasets_owner_created", "owner", "created_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    owner: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    file_kind: Mapped[str] = mapped_column(String(8))
+    # One entry per array: name, shape, dtype, finite (dfp.datasets.arrays.ArrayInfo).
+    arrays: Mapped[list[Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DatasetChunk(Base):
+    """1 MiB of a dataset's bytes, in order (the PostgreSQL blob store)."""
+
+    __tablename__ = "dataset_chunks"
+
+    dataset_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 DELIVERY_STATUSES = ("pending", "delivered", "failed")

@@ -21,6 +21,7 @@ from dfp_engine.spec import (
     Synthetic1DDataset,
     SyntheticNDDataset,
     TorchvisionDataset,
+    UploadedDataset,
 )
 
 Task = Literal["classification", "regression"]
@@ -84,7 +85,11 @@ def _arrays(spec: DatasetSpec) -> Raw:
     if isinstance(spec, TorchvisionDataset):
         root = Path(spec.root).expanduser()
         return read_torchvision_layout(root, spec.kind, allow_download=spec.allow_download)
-    assert isinstance(spec, NpzDataset)
+    if isinstance(spec, UploadedDataset):
+        raise ValueError(
+            f"dataset: kind 'uploaded' names a file stored by a dfp service (dataset {spec.id}); "
+            "submit the spec there (dfp submit), or use kind: npz with a local path"
+        )
     return read_npz(Path(spec.path).expanduser())
 
 

@@ -40,6 +40,8 @@ TABLES = (
     "runs",
     "job_tags",
     "jobs",
+    "dataset_chunks",
+    "datasets",
     "api_keys",
 )
 
@@ -289,6 +291,7 @@ def service_settings(data_dir: Path, **overrides: object) -> Settings:
         "max_sweep_size": 8,
         "max_concurrent_jobs": 12,
         "heartbeat_seconds": 0.3,
+        "events_heartbeat_seconds": 0.5,
         "heartbeat_timeout": 3.0,
         "reconcile_seconds": 1.0,
         "requeue_after": 2.0,
@@ -321,6 +324,8 @@ class Backend:
             else:
                 for table in TABLES:
                     connection.execute(text(f"DELETE FROM {table}"))
+        for stored in (self.settings.data_dir / "dataset-files").glob("*"):
+            stored.unlink()
         if self.settings.broker_url:
             redis.Redis.from_url(self.settings.broker_url).flushdb()
         else:

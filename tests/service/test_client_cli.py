@@ -179,3 +179,45 @@ def test_db_commands(
     assert code == 0 and out.startswith("database at revision")
     code, out, _ = cli(["db", "current", *data_dir], capsys)
     assert code == 0 and out.startswith("schema at head")
+
+
+def test_datasets_from_the_client_and_the_cli(
+    backend: Backend, env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+
+    from dfp.errors import ConflictError, InvalidRequestError
+
+    x = np.linspace(-1, 1, 20).reshape(10, 2)
+    with Client(backend.url, env) as client:
+        uploaded = client.upload_dataset({"x": x, "y": np.arange(10) % 2}, name="grid")
+        assert uploaded.name == "grid" and [a.name for a in uploaded.arrays] == ["x", "y"]
+        assert client.dataset(uploaded.id).sha256 == uploaded.sha256
+        assert [d.id for d in client.datasets().data] == [uploaded.id]
+        job = client.submit(tiny_spec(dataset={"kind": "uploaded", "id": uploaded.id}))
+        with pytest.raises(ConflictError):
+            client.delete_dataset(uploaded.id)
+        client.cancel(job.id)
+        client.delete_dataset(uploaded.id)
+        with pytest.raises(NotFoundError):
+            client.dataset(uploaded.id)
+        with pytest.raises(InvalidRequestError):
+            client.upload_dataset(tmp_path / "missing.npz")
+
+    path = tmp_path / "arrays.npz"
+    np.savez(path, features=x)
+    code, out, _ = cli(["datasets", "upload", str(path)], capsys)
+    dataset_id = out.strip()
+    assert code == 0 and len(dataset_id) == 36
+    code, out, _ = cli(["datasets", "show", dataset_id], capsys)
+    assert code == 0 and "arrays.npz" in out and "features: 10x2 <f8" in out
+    code, out, _ = cli(["datasets", "list"], capsys)
+    assert code == 0 and dataset_id in out
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"junk" * 10)
+    code, _, err = cli(["datasets", "upload", str(junk)], capsys)
+    assert code == 2 and err.startswith("error: file: neither an .npy")
+    code, out, _ = cli(["datasets", "delete", dataset_id], capsys)
+    assert code == 0
+    code, _, err = cli(["datasets", "show", dataset_id], capsys)
+    assert code == 2 and "no dataset" in err

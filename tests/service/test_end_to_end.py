@@ -30,7 +30,7 @@ from service_support import (
 
 from dfp.client import Client
 from dfp.webhooks.signing import verify_signature
-from dfp_engine.runner import run_one, summarize
+from dfp_engine.runner import assemble, environment, run_one, summarize
 from dfp_engine.spec import ExperimentSpec
 
 
@@ -72,6 +72,8 @@ def assert_matches_engine(result: dict[str, Any], spec: ExperimentSpec) -> None:
         assert stored["layer_names"] == engine.layer_names
         assert stored["analysis_subset_sha256"] == engine.analysis_subset_sha256
     assert result["summary"] == [row.model_dump(mode="json") for row in summarize(spec, expected)]
+    engine = assemble(spec, expected, environment(spec, "cpu"))
+    assert result["verdicts"] == [v.model_dump(mode="json") for v in engine.verdicts]
 
 
 def test_a_sweep_runs_on_the_worker_and_matches_the_engine(
@@ -217,3 +219,37 @@ def _ready(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_an_uploaded_dataset_trains_on_the_worker_like_the_same_local_file(
+    worker: Path, pg: Backend, alice: httpx.Client, tmp_path: Path
+) -> None:
+    import io
+
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-1, 1, size=(40, 2))
+    arrays = {"inputs": x, "labels": (x[:, 0] * x[:, 1] > 0).astype(np.int64)}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    uploaded = alice.post("/v1/datasets", files={"file": ("xor.npz", buffer.getvalue())})
+    assert uploaded.status_code == 201, uploaded.text
+    dataset = {"test_fraction": 0.25, "seed": 1}
+    body = tiny_spec(
+        dataset={"kind": "uploaded", "id": uploaded.json()["id"], "x": "inputs", "y": "labels"}
+        | dataset,
+        training={**tiny_spec()["training"], "loss": "cross_entropy"},
+    )
+    job_id = alice.post("/v1/experiments", json=body).json()["id"]
+    job = wait_terminal(alice, job_id)
+    assert job["status"] == "succeeded", job["error"]
+    local = tmp_path / "xor.npz"
+    np.savez(local, x=arrays["inputs"], y=arrays["labels"])
+    same = ExperimentSpec.model_validate(
+        body | {"dataset": {"kind": "npz", "path": str(local)} | dataset}
+    )
+    expected = run_one(same, 0)
+    stored = alice.get(f"/v1/experiments/{job_id}/results").json()["runs"][0]
+    assert stored["n_train"] == expected.n_train == 30
+    assert stored["checkpoints"] == [c.model_dump(mode="json") for c in expected.checkpoints]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, seed, settings
@@ -44,6 +45,7 @@ from service_support import (
     service_settings,
     tiny_spec,
 )
+from test_datasets_api import npz_bytes
 
 from api.app import create_app
 from dfp.storage.database import Database
@@ -57,12 +59,17 @@ OPERATIONS = [
     "submitExperiment",
     "listExperiments",
     "getExperiment",
+    "streamExperimentEvents",
     "getExperimentResults",
     "getExperimentResultsCsv",
     "listExperimentFigures",
     "getExperimentFigure",
     "cancelExperiment",
     "deleteExperiment",
+    "uploadDataset",
+    "listDatasets",
+    "getDataset",
+    "deleteDataset",
     "getWebhookSecret",
     "getHealth",
     "getReadiness",
@@ -71,6 +78,7 @@ OPERATIONS = [
 # Operations fuzzed once more against the real experiment (deleting it would end that).
 ON_REAL_EXPERIMENT = {
     "getExperiment",
+    "streamExperimentEvents",
     "getExperimentResults",
     "getExperimentResultsCsv",
     "listExperimentFigures",
@@ -110,6 +118,7 @@ class FuzzTarget:
     key: str
     experiment_id: str
     schema: Any
+    dataset_id: str
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
 
 
@@ -135,7 +144,11 @@ def target(
     # The key is the document's bearer scheme: cases that test a missing key leave it out.
     config = SchemathesisConfig.from_dict({"auth": {"openapi": {"HTTPBearer": {"bearer": key}}}})
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json", config=config)
-    yield FuzzTarget(server.url, key, experiment_id, schema)
+    with backend.client(key) as client:
+        dataset_id = client.post(
+            "/v1/datasets", files={"file": ("d.npz", npz_bytes(x=np.zeros((4, 2))))}
+        ).json()["id"]
+    yield FuzzTarget(server.url, key, experiment_id, schema, dataset_id)
     server.stop()
     backend.clean()
     db.dispose()
@@ -187,6 +200,13 @@ def test_fuzz_operation(target: FuzzTarget, operation_id: str) -> None:
             operation_id,
             GenerationMode.POSITIVE,
             path_parameters={"experiment_id": target.experiment_id},
+        )
+    if operation_id == "getDataset":
+        sent += fuzz(
+            target,
+            operation_id,
+            GenerationMode.POSITIVE,
+            path_parameters={"dataset_id": target.dataset_id},
         )
     assert sent >= 1
 

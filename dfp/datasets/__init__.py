@@ -1,0 +1,1 @@
+"""Uploaded datasets: safe parsing, the blob store, and the service behind /v1/datasets."""
