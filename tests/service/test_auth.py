@@ -167,7 +167,9 @@ def test_every_route_but_health_and_documentation_needs_a_key(
                         assert response.status_code == 200
                 anonymous.cookies.clear()
                 continue
-            url = route.path.format(experiment_id=job_id, name="loss_curves")
+            url = route.path.format(
+                experiment_id=job_id, name="loss_curves", dataset_id=uuid.uuid4()
+            )
             for method in route.methods:
                 for headers in ({}, auth("dfp_000000000000_" + "x" * 43), auth(str(uuid.uuid4()))):
                     response = anonymous.request(method, url, json=tiny_spec(), headers=headers)
