@@ -11,7 +11,7 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api import datasets, events, experiments, health, openapi, webhooks
+from api import analyses, datasets, events, experiments, health, openapi, webhooks
 from api.deps import reject_unknown_query
 from api.errors import install_error_handlers
 from api.metrics import LatencyMiddleware, create_registry
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(experiments.router)
     events.install(app)
     app.include_router(datasets.router)
+    app.include_router(analyses.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
     # The web UI: pages on the same services, their assets served by dfp itself.

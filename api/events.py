@@ -38,13 +38,17 @@ EVENT_EXPERIMENT = "experiment"
 EVENT_ERROR = "error"
 
 
-def _snapshot(caller: Caller, experiment_id: uuid.UUID) -> tuple[ExperimentPublic, str]:
+def _snapshot(
+    caller: Caller, experiment_id: uuid.UUID, kind: str = service.EXPERIMENT
+) -> tuple[ExperimentPublic, str]:
     with caller.transaction() as (uow, owner):
-        return service.experiment_snapshot(uow.session, owner, experiment_id)
+        return service.experiment_snapshot(uow.session, owner, experiment_id, kind)
 
 
-def _revision(caller: Caller, experiment_id: uuid.UUID) -> str:
-    return caller.read(lambda session, owner: service.job_revision(session, owner, experiment_id))
+def _revision(caller: Caller, experiment_id: uuid.UUID, kind: str = service.EXPERIMENT) -> str:
+    return caller.read(
+        lambda session, owner: service.job_revision(session, owner, experiment_id, kind)
+    )
 
 
 class StreamEndedError(Exception):
@@ -58,6 +62,7 @@ class OpenedStream:
     first: ExperimentPublic
     revision: str
     resumed: bool  # the client's Last-Event-ID is the current revision
+    kind: str = service.EXPERIMENT  # experiment or analysis: the event's name too
 
 
 async def open_stream(
@@ -73,16 +78,39 @@ async def open_stream(
     ] = None,
 ) -> OpenedStream:
     """Everything that can fail with a status (401, 404, 503) happens before the stream starts."""
-    first, revision = await run_in_threadpool(_snapshot, caller, experiment_id)
+    return await _open(caller, experiment_id, last_event_id, service.EXPERIMENT)
+
+
+LastEventId = Annotated[
+    str | None,
+    Header(
+        max_length=64,
+        description="The `id` of the last event received: an unchanged analysis is not sent "
+        "again (an EventSource sends it by itself when it reconnects).",
+    ),
+]
+
+
+async def open_analysis_stream(
+    analysis_id: uuid.UUID, caller: CallerDep, last_event_id: LastEventId = None
+) -> OpenedStream:
+    """The same for an analysis."""
+    return await _open(caller, analysis_id, last_event_id, service.ANALYSIS)
+
+
+async def _open(
+    caller: Caller, job_id: uuid.UUID, last_event_id: str | None, kind: str
+) -> OpenedStream:
+    first, revision = await run_in_threadpool(_snapshot, caller, job_id, kind)
     resumed = last_event_id == revision
     if resumed and first.is_terminal:
         raise StreamEndedError
-    return OpenedStream(caller, experiment_id, first, revision, resumed)
+    return OpenedStream(caller, job_id, first, revision, resumed, kind)
 
 
-def _event(experiment: ExperimentPublic, revision: str) -> ServerSentEvent:
+def _event(experiment: ExperimentPublic, revision: str, kind: str) -> ServerSentEvent:
     return ServerSentEvent(
-        raw_data=experiment.model_dump_json(), event=EVENT_EXPERIMENT, id=revision, retry=RETRY_MS
+        raw_data=experiment.model_dump_json(), event=kind, id=revision, retry=RETRY_MS
     )
 
 
@@ -141,24 +169,32 @@ async def stream_experiment_events(
     request: Request, opened: Annotated[OpenedStream, Depends(open_stream)]
 ) -> AsyncIterator[ServerSentEvent]:
     """Live progress: an event whenever the experiment changes, until it is terminal."""
+    async for event in _stream(request, opened):
+        yield event
+
+
+async def _stream(request: Request, opened: OpenedStream) -> AsyncIterator[ServerSentEvent]:
     state = request.app.state.dfp
+    kind = opened.kind
     heartbeat = state.settings.events_heartbeat_seconds
     caller, experiment_id = opened.caller, opened.experiment_id
     experiment, revision = opened.first, opened.revision
     now = time.monotonic()
     sent_at = spoke_at = now
     if not opened.resumed:
-        yield _event(experiment, revision)
+        yield _event(experiment, revision, kind)
     if experiment.is_terminal:
         return
     while True:
         await asyncio.sleep(POLL_SECONDS)
         now = time.monotonic()
         try:
-            latest = await run_in_threadpool(_revision, caller, experiment_id)
+            latest = await run_in_threadpool(_revision, caller, experiment_id, kind)
             if latest != revision or (_trains(experiment) and now - sent_at >= MAX_SILENCE_SECONDS):
-                experiment, revision = await run_in_threadpool(_snapshot, caller, experiment_id)
-                yield _event(experiment, revision)
+                experiment, revision = await run_in_threadpool(
+                    _snapshot, caller, experiment_id, kind
+                )
+                yield _event(experiment, revision, kind)
                 sent_at = spoke_at = now
                 if experiment.is_terminal:
                     return
@@ -177,6 +213,52 @@ async def stream_experiment_events(
             return
 
 
+analysis_router = APIRouter(prefix="/v1/analyses", tags=["analyses"])
+ANALYSIS_STREAM_DOC: dict[str, Any] = {
+    "description": EVENT_STREAM_DOC["description"]
+    .replace("`experiment` event", "`analysis` event")
+    .replace(
+        "the experiment as getExperiment returns it (schema ExperimentPublic)",
+        "the analysis as getAnalysis returns it (schema AnalysisPublic)",
+    ),
+    "content": {
+        "text/event-stream": {
+            "itemSchema": {
+                **EVENT_STREAM_DOC["content"]["text/event-stream"]["itemSchema"],
+                "properties": {
+                    **EVENT_STREAM_DOC["content"]["text/event-stream"]["itemSchema"]["properties"],
+                    "event": {"type": "string", "enum": [service.ANALYSIS, EVENT_ERROR]},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {"$ref": "#/components/schemas/AnalysisPublic"},
+                    },
+                },
+            }
+        }
+    },
+}
+
+
+@analysis_router.get(
+    "/{analysis_id}/events",
+    operation_id="streamAnalysisEvents",
+    summary="Stream an analysis's progress (server-sent events)",
+    response_class=EventSourceResponse,
+    responses={
+        200: ANALYSIS_STREAM_DOC,
+        204: {"description": "Last-Event-ID is the terminal event's: nothing more will come."},
+        **error_responses(401, 404, 422, 503),
+    },
+)
+async def stream_analysis_events(
+    request: Request, opened: Annotated[OpenedStream, Depends(open_analysis_stream)]
+) -> AsyncIterator[ServerSentEvent]:
+    """Live progress: an event whenever the analysis changes (layer, progress, status)."""
+    async for event in _stream(request, opened):
+        yield event
+
+
 async def _already_ended(_: Request, exc: Exception) -> Response:
     return Response(status_code=204)
 
@@ -185,3 +267,4 @@ def install(app: FastAPI) -> None:
     """The stream's routes and its one special answer (204: the stream already ended)."""
     app.add_exception_handler(StreamEndedError, _already_ended)
     app.include_router(router)
+    app.include_router(analysis_router)

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from dfp.analyses.schemas import AnalysesPublic, AnalysisPublic, AnalysisResultsPublic
 from dfp.datasets.schemas import DatasetPublic, DatasetsPublic
 from dfp.errors import (
     ERRORS_BY_CODE,
@@ -354,6 +355,103 @@ class Client:
     def delete_dataset(self, dataset_id: str) -> None:
         """Delete a dataset no unfinished experiment or analysis reads."""
         self._request("DELETE", f"/v1/datasets/{dataset_id}")
+
+    # --------------------------------------------------------------- analyses
+
+    def analyze(
+        self,
+        dataset_id: str,
+        *,
+        features: Sequence[str],
+        targets: str,
+        deltas: Sequence[float] | None = None,
+        inverse_deltas: Sequence[float] | None = None,
+        auto_deltas: int | None = None,
+        normalization: str | None = None,
+        predictions: str | None = None,
+        device: str | None = None,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> AnalysisPublic:
+        """Submit the frequency analysis of uploaded arrays: one layer per feature array."""
+        optional = {
+            "deltas": None if deltas is None else list(deltas),
+            "inverse_deltas": None if inverse_deltas is None else list(inverse_deltas),
+            "auto_deltas": auto_deltas,
+            "normalization": normalization,
+            "predictions": predictions,
+            "device": device,
+            "name": name,
+            "callback_url": callback_url,
+            "tags": list(tags) or None,
+        }
+        body: dict[str, Any] = {
+            "dataset_id": dataset_id,
+            "features": list(features),
+            "targets": targets,
+            **{key: value for key, value in optional.items() if value is not None},
+        }
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        response = self._request("POST", "/v1/analyses", json=body, headers=headers)
+        return AnalysisPublic.model_validate_json(response.content)
+
+    def analysis(self, analysis_id: str, *, wait: float = 0) -> AnalysisPublic:
+        """The analysis now, or after up to `wait` s (≤ 60) if its status changes sooner."""
+        params = {"wait": wait} if wait > 0 else {}
+        timeout = self._http.timeout.read
+        extended = httpx.Timeout(None if timeout is None else timeout + wait)
+        response = self._request(
+            "GET", f"/v1/analyses/{analysis_id}", params=params, timeout=extended
+        )
+        return AnalysisPublic.model_validate_json(response.content)
+
+    def wait_analysis(
+        self, analysis_id: str, timeout: float | None = None, *, on_update: Any = None
+    ) -> AnalysisPublic:
+        """Long-poll until the analysis is terminal; `on_update(analysis)` sees each state."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = 60.0 if deadline is None else deadline - time.monotonic()
+            analysis = self.analysis(analysis_id, wait=max(0.0, min(60.0, remaining)))
+            if on_update is not None:
+                on_update(analysis)
+            if analysis.is_terminal:
+                return analysis
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeoutError(
+                    f"analysis {analysis_id} is still {analysis.status} after {timeout} s",
+                    details={"status": analysis.status},
+                )
+
+    def analysis_results(
+        self, analysis_id: str, *, layer: Sequence[str] = ()
+    ) -> AnalysisResultsPublic:
+        """Per layer: δ grid, LFR, RDF, peaks, LFR limit (partial while it runs)."""
+        params = {"layer": list(layer)}
+        response = self._request("GET", f"/v1/analyses/{analysis_id}/results", params=params)
+        return AnalysisResultsPublic.model_validate_json(response.content)
+
+    def analysis_results_csv(self, analysis_id: str, *, layer: Sequence[str] = ()) -> str:
+        """The curves as CSV text: layer, delta, inverse_delta, lfr, rdf, e_low, e_high."""
+        params = {"layer": list(layer)}
+        return self._request("GET", f"/v1/analyses/{analysis_id}/results.csv", params=params).text
+
+    def cancel_analysis(self, analysis_id: str) -> AnalysisPublic:
+        response = self._request("POST", f"/v1/analyses/{analysis_id}/cancel")
+        return AnalysisPublic.model_validate_json(response.content)
+
+    def delete_analysis(self, analysis_id: str) -> None:
+        self._request("DELETE", f"/v1/analyses/{analysis_id}")
+
+    def analyses(self, *, limit: int = 50, cursor: str | None = None) -> AnalysesPublic:
+        """One page of your analyses, newest first."""
+        params: dict[str, Any] = {"limit": limit}
+        if cursor is not None:
+            params["cursor"] = cursor
+        response = self._request("GET", "/v1/analyses", params=params)
+        return AnalysesPublic.model_validate_json(response.content)
 
     def iter(self, **filters: Any) -> Iterator[ExperimentSummary]:
         """Every experiment matching the filters, following cursors."""

@@ -40,6 +40,10 @@ class LayerAnalysis(ResultModel):
     n_samples: int | None = None
     e_low: list[float] | None = None
     e_high: list[float] | None = None
+    estimator: Literal["exact", "row_sampled"] = "exact"
+    rows_evaluated: int | None = Field(None, description="Rows whose kernel row was evaluated.")
+    lfr_ci_half_width: list[float] | None = Field(None, description="95 % half-width per δ.")
+    rdf_ci_half_width: list[float] | None = Field(None, description="95 % half-width per RDF.")
 
     @classmethod
     def from_frequency(cls, layer: str, result: FrequencyResult) -> LayerAnalysis:
@@ -59,6 +63,10 @@ class LayerAnalysis(ResultModel):
             n_samples=result.n_samples,
             e_low=_finite_or_none(result.e_low),  # type: ignore[arg-type]
             e_high=_finite_or_none(result.e_high),  # type: ignore[arg-type]
+            estimator=result.estimator,  # type: ignore[arg-type]
+            rows_evaluated=result.rows_evaluated,
+            lfr_ci_half_width=result.lfr_ci_half_width,
+            rdf_ci_half_width=result.rdf_ci_half_width,
         )
 
 

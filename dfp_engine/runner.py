@@ -209,6 +209,7 @@ def _analyse(
             device=device,
             threads=1 if device.type == "cpu" and work < SMALL_ANALYSIS_WORK else None,
             n_classes=data.n_classes,
+            ci=spec.ci,
             **grid_arguments(spec),
         )
         out.append(LayerAnalysis.from_frequency(name, result))

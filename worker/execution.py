@@ -171,7 +171,12 @@ def execute(ctx: WorkerContext, run_id: int) -> None:
         return
     log.info("run %s: attempt %s started", run_id, lease.attempt)
     try:
-        _execute(ctx, lease)
+        if lease.kind == "analysis":
+            from worker.analysis import execute_analysis
+
+            execute_analysis(ctx, lease)
+        else:
+            _execute(ctx, lease)
     except (SystemExit, KeyboardInterrupt):
         # SIGTERM to this pool process: hand the run back on the way out (one try; if the
         # database is away too, the reconciler finds the run by its missing heartbeat).

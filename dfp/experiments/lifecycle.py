@@ -50,6 +50,7 @@ class Lease:
     index: int
     sweep_value: Any
     spec: dict[str, Any]
+    kind: str = "experiment"  # the job's kind: what `spec` is, and so how to execute it
 
     def conditions(self) -> tuple[Any, ...]:
         return (Run.id == self.run_id, Run.attempts == self.attempt, Run.status == "running")
@@ -154,6 +155,7 @@ def claim_run(
         index=run.index,
         sweep_value=run.sweep_value,
         spec=job.spec,
+        kind=job.kind,
     )
 
 

@@ -53,11 +53,16 @@ _RUN_DEFAULTS: dict[str, Any] = {
 }
 
 
-def get_job(session: Session, job_id: uuid.UUID, owner: str | None = None) -> Job | None:
-    """A job with its tags; None if it does not exist or belongs to another owner."""
+def get_job(
+    session: Session, job_id: uuid.UUID, owner: str | None = None, kind: str | None = None
+) -> Job | None:
+    """A job with its tags; None if it does not exist, belongs to another owner or is of
+    another kind."""
     query = select(Job).options(selectinload(Job.tags)).where(Job.id == job_id)
     if owner is not None:
         query = query.where(Job.owner == owner)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
     return session.scalars(query).one_or_none()
 
 
@@ -75,7 +80,9 @@ def insert_job(
     return [int(run_id) for run_id in session.execute(_INSERT_RUNS, rows).scalars()]
 
 
-def job_revision(session: Session, job_id: uuid.UUID, owner: str) -> str | None:
+def job_revision(
+    session: Session, job_id: uuid.UUID, owner: str, kind: str = "experiment"
+) -> str | None:
     """A token that changes whenever what a read of the job shows changes (its status or
     cancel flag, a run's state, attempt or progress, a stored checkpoint); None if no such job.
 
@@ -83,7 +90,7 @@ def job_revision(session: Session, job_id: uuid.UUID, owner: str) -> str | None:
     second; the same state gives the same token in every API process."""
     job = session.execute(
         select(Job.status, Job.cancel_requested, Job.updated_at).where(
-            Job.id == job_id, Job.owner == owner
+            Job.id == job_id, Job.owner == owner, Job.kind == kind
         )
     ).one_or_none()
     if job is None:
@@ -103,8 +110,8 @@ def job_revision(session: Session, job_id: uuid.UUID, owner: str) -> str | None:
     return hashlib.blake2b(state.encode(), digest_size=8).hexdigest()
 
 
-def job_status(session: Session, job_id: uuid.UUID, owner: str) -> str | None:
-    query = select(Job.status).where(Job.id == job_id, Job.owner == owner)
+def job_status(session: Session, job_id: uuid.UUID, owner: str, kind: str) -> str | None:
+    query = select(Job.status).where(Job.id == job_id, Job.owner == owner, Job.kind == kind)
     return session.scalar(query)
 
 
@@ -123,6 +130,7 @@ def list_jobs(
     owner: str,
     *,
     limit: int,
+    kind: str = "experiment",
     status: Collection[str] = (),
     tag: str | None = None,
     name: str | None = None,
@@ -131,7 +139,7 @@ def list_jobs(
     after: tuple[datetime, uuid.UUID] | None = None,
 ) -> Sequence[Job]:
     """Newest first, keyset-paginated on (created_at, id); `name` matches any part, any case."""
-    query = select(Job).options(selectinload(Job.tags)).where(Job.owner == owner)
+    query = select(Job).options(selectinload(Job.tags)).where(Job.owner == owner, Job.kind == kind)
     if name:
         pattern = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(Job.name.ilike(f"%{pattern}%", escape="\\"))

@@ -16,7 +16,7 @@ from dfp.errors import NotFoundError
 from dfp.experiments import repository
 from dfp.experiments.curves import decode_layer, decode_table
 from dfp.experiments.schemas import ResultsPublic, RunResultPublic
-from dfp.experiments.service import get_job
+from dfp.experiments.service import EXPERIMENT, get_job
 from dfp.storage.models import TERMINAL_STATUSES, Job, Run
 from dfp_engine.results import (
     Environment,
@@ -73,12 +73,13 @@ def results_document(
     layers: Collection[str] = (),
     epochs: Collection[int] = (),
     thresholds: VerdictThresholds | None = None,
+    kind: str = EXPERIMENT,
 ) -> dict[str, Any]:
     """The stored result as plain JSON-ready data in the shape of ResultsPublic.
 
     Plain data because a result holds tens of thousands of numbers: building models of them
     would cost more than reading them from the database."""
-    job = get_job(session, owner, job_id)
+    job = get_job(session, owner, job_id, kind)
     run_rows = _selected_runs(session, job, runs)
     checkpoints = _checkpoints_by_run(session, run_rows, layers, epochs)
     terminal = job.status in TERMINAL_STATUSES
@@ -170,12 +171,14 @@ def run_result_public(run: Run, checkpoints: list[dict[str, Any]]) -> RunResultP
     return RunResultPublic.model_validate(run_document(run, checkpoints))
 
 
-def experiment_result(session: Session, owner: str, job_id: uuid.UUID) -> ExperimentResult:
+def experiment_result(
+    session: Session, owner: str, job_id: uuid.UUID, kind: str = EXPERIMENT
+) -> ExperimentResult:
     """The stored result as the engine's ExperimentResult, for its figures.
 
     While the experiment runs this holds the runs analysed so far, each with its own status
     (figures draw what is there)."""
-    job = get_job(session, owner, job_id)
+    job = get_job(session, owner, job_id, kind)
     runs = repository.runs_of(session, job.id, results=True)
     runs = [run for run in runs if run.environment is not None]
     if not runs:

@@ -39,14 +39,16 @@ from dfp.experiments.schemas import (
 from dfp.queues import CPU_QUEUE, GPU_QUEUE
 from dfp.settings import Settings
 from dfp.storage.database import UnitOfWork
-from dfp.storage.models import TERMINAL_STATUSES, Job, JobTag, Run
+from dfp.storage.models import JOB_KINDS, TERMINAL_STATUSES, Job, JobTag, Run
 from dfp.storage.types import utcnow
 from dfp.webhooks.addresses import RefusedCallbackError, check_callback_url
+from dfp.webhooks.events import COLLECTIONS
 from dfp_engine import __version__ as dfp_version
 from dfp_engine.results import ErrorInfo
 from dfp_engine.spec import ExperimentSpec
 
 MAX_CALLBACK_URL = 2048  # the column's size
+EXPERIMENT, ANALYSIS = JOB_KINDS
 
 
 class RunDispatcher(Protocol):
@@ -111,6 +113,7 @@ def submit(
     values = spec.run_values()
     job_row: dict[str, Any] = {
         "id": uuid.uuid4(),
+        "kind": EXPERIMENT,
         "owner": owner,
         "name": spec.name,
         "status": "queued",
@@ -192,34 +195,34 @@ def _replay(existing: Job, fingerprint: str) -> Job:
     return existing
 
 
-def get_job(session: Session, owner: str, job_id: uuid.UUID) -> Job:
-    job = repository.get_job(session, job_id, owner)
+def get_job(session: Session, owner: str, job_id: uuid.UUID, kind: str = EXPERIMENT) -> Job:
+    job = repository.get_job(session, job_id, owner, kind)
     if job is None:
-        raise NotFoundError(f"no experiment {job_id}")
+        raise NotFoundError(f"no {kind} {job_id}")
     return job
 
 
-def job_status(session: Session, owner: str, job_id: uuid.UUID) -> str:
-    status = repository.job_status(session, job_id, owner)
+def job_status(session: Session, owner: str, job_id: uuid.UUID, kind: str = EXPERIMENT) -> str:
+    status = repository.job_status(session, job_id, owner, kind)
     if status is None:
-        raise NotFoundError(f"no experiment {job_id}")
+        raise NotFoundError(f"no {kind} {job_id}")
     return status
 
 
-def job_revision(session: Session, owner: str, job_id: uuid.UUID) -> str:
+def job_revision(session: Session, owner: str, job_id: uuid.UUID, kind: str = EXPERIMENT) -> str:
     """The token that changes with anything a read of the job shows (see the repository)."""
-    revision = repository.job_revision(session, job_id, owner)
+    revision = repository.job_revision(session, job_id, owner, kind)
     if revision is None:
-        raise NotFoundError(f"no experiment {job_id}")
+        raise NotFoundError(f"no {kind} {job_id}")
     return revision
 
 
 def experiment_snapshot(
-    session: Session, owner: str, job_id: uuid.UUID
+    session: Session, owner: str, job_id: uuid.UUID, kind: str = EXPERIMENT
 ) -> tuple[ExperimentPublic, str]:
     """The public view of a job and its revision, read in the same transaction."""
-    revision = job_revision(session, owner, job_id)
-    return experiment_public(session, get_job(session, owner, job_id)), revision
+    revision = job_revision(session, owner, job_id, kind)
+    return experiment_public(session, get_job(session, owner, job_id, kind)), revision
 
 
 def experiment_public(
@@ -242,7 +245,7 @@ def experiment_public(
 
 
 def summary_public(job: Job, attempts: int) -> ExperimentSummary:
-    base = f"/v1/experiments/{job.id}"
+    base = f"/v1/{COLLECTIONS[job.kind]}/{job.id}"
     return ExperimentSummary(
         id=str(job.id),
         name=job.name,
@@ -347,6 +350,7 @@ def list_experiments(
     *,
     limit: int,
     cursor: str | None = None,
+    kind: str = EXPERIMENT,
     status: Collection[str] = (),
     tag: str | None = None,
     name: str | None = None,
@@ -359,6 +363,7 @@ def list_experiments(
         session,
         owner,
         limit=limit + 1,
+        kind=kind,
         status=status,
         tag=tag,
         name=name,
@@ -378,12 +383,12 @@ def list_experiments(
 # ----------------------------------------------------------------- cancel, delete
 
 
-def cancel(uow: UnitOfWork, owner: str, job_id: uuid.UUID) -> Job:
+def cancel(uow: UnitOfWork, owner: str, job_id: uuid.UUID, kind: str = EXPERIMENT) -> Job:
     """Request cancellation: queued runs end now, running ones at their next epoch boundary.
 
     Cancelling a job that is already terminal changes nothing and is not an error."""
     session = uow.session
-    job = get_job(session, owner, job_id)
+    job = get_job(session, owner, job_id, kind)
     if job.status in TERMINAL_STATUSES:
         return job
     if not repository.lock_job(session, job.id, Job.status.in_(repository.UNFINISHED)):
@@ -408,12 +413,12 @@ def cancel(uow: UnitOfWork, owner: str, job_id: uuid.UUID) -> Job:
     return job
 
 
-def delete(uow: UnitOfWork, owner: str, job_id: uuid.UUID) -> None:
+def delete(uow: UnitOfWork, owner: str, job_id: uuid.UUID, kind: str = EXPERIMENT) -> None:
     """Remove a terminal job with its runs and results."""
-    job = get_job(uow.session, owner, job_id)
+    job = get_job(uow.session, owner, job_id, kind)
     if job.status not in TERMINAL_STATUSES:
         raise ConflictError(
-            f"experiment {job_id} is {job.status}; cancel it and wait until it is terminal",
+            f"{kind} {job_id} is {job.status}; cancel it and wait until it is terminal",
             code="not_terminal",
         )
     uow.session.delete(job)
