@@ -218,6 +218,13 @@ def get_results(
     run: RunFilter = None,
     layer: LayerFilter = None,
     epoch: EpochFilter = None,
+    verdicts: Annotated[
+        bool,
+        Query(
+            description="false leaves `verdicts` empty: they judge the whole stored result, "
+            "so computing them makes a narrow read (one run, one layer) cost as much as all."
+        ),
+    ] = True,
 ) -> Response:
     """The result: per run the history and per checkpoint and layer the LFR and RDF curves."""
     with caller.transaction() as (uow, owner):
@@ -229,6 +236,7 @@ def get_results(
             layers=layer or (),
             epochs=epoch or (),
             thresholds=caller.state.settings.verdict_thresholds(),
+            verdicts=verdicts,
         )
     # Built as plain data in ResultsPublic's shape (tested), serialised without models.
     return Response(to_json(document, inf_nan_mode="null"), media_type="application/json")

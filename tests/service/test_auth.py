@@ -42,6 +42,8 @@ from dfp.storage.models import ApiKey
 
 # Routes that answer without a key; any other route must refuse a request without one.
 PUBLIC = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+# A well-formed body for POST /v1/analyses, so that only the key can be what is refused.
+ANALYSIS_BODY = {"dataset_id": str(uuid.uuid4()), "features": ["x"], "targets": "y"}
 # The web UI's login page and its scripts and styles; every other page needs a session.
 UI_PUBLIC = {"/ui/login", "/ui/static"}
 
@@ -168,11 +170,15 @@ def test_every_route_but_health_and_documentation_needs_a_key(
                 anonymous.cookies.clear()
                 continue
             url = route.path.format(
-                experiment_id=job_id, name="loss_curves", dataset_id=uuid.uuid4()
+                experiment_id=job_id,
+                name="loss_curves",
+                dataset_id=uuid.uuid4(),
+                analysis_id=uuid.uuid4(),
             )
             for method in route.methods:
                 for headers in ({}, auth("dfp_000000000000_" + "x" * 43), auth(str(uuid.uuid4()))):
-                    response = anonymous.request(method, url, json=tiny_spec(), headers=headers)
+                    body = ANALYSIS_BODY if url.startswith("/v1/analyses") else tiny_spec()
+                    response = anonymous.request(method, url, json=body, headers=headers)
                     assert response.status_code == 401, (method, url, response.text)
                     assert response.headers["www-authenticate"] == "Bearer"
                 checked.add((method, route.path))

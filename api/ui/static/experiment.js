@@ -107,10 +107,10 @@
   // The selected run in full first (the page is interactive once it is drawn); then every
   // run's history, with one layer at one checkpoint only, for the loss curves of all runs.
   async function loadResults() {
-    const one = await getJSON(`${base}/results?run=${Number(els.run.value || 0)}`);
+    // Verdicts judge the whole result (slow to compute): they come with the second read.
+    const one = await getJSON(`${base}/results?run=${Number(els.run.value || 0)}&verdicts=false`);
     selected = one.runs[0] || null;
     summary = one.summary || [];
-    verdicts = one.verdicts || null;
     if (!allRuns.length) allRuns = one.runs;
     const checkpoints = selected ? selected.checkpoints.length : 0;
     const atEnd = Number(els.slider.value) >= Number(els.slider.max);
@@ -118,12 +118,15 @@
     if (atEnd || Number(els.slider.value) > checkpoints - 1) els.slider.value = Math.max(0, checkpoints - 1);
     els.note.textContent = one.partial ? "partial: the experiment is still running" : "";
     drawAll();
-    if (data.experiment.n_runs > 1 && selected && selected.checkpoints.length) {
+    let query = `run=${Number(els.run.value || 0)}&epoch=0`;
+    if (selected && selected.checkpoints.length) {
       const c = selected.checkpoints[0];
-      const query = `layer=${encodeURIComponent(c.layers[0].layer)}&epoch=${c.epoch}`;
-      allRuns = (await getJSON(`${base}/results?${query}`)).runs;
-      drawAll();
+      query = `layer=${encodeURIComponent(c.layers[0].layer)}&epoch=${c.epoch}`;
     }
+    const every = await getJSON(`${base}/results?${query}`);
+    if (data.experiment.n_runs > 1) allRuns = every.runs;
+    verdicts = every.verdicts || null;
+    drawAll();
     if (!document.documentElement.dataset.complete) {
       document.documentElement.dataset.completeMs = String(Math.round(performance.now()));
       document.documentElement.dataset.complete = "true";
@@ -131,7 +134,7 @@
   }
 
   async function selectRun() {
-    const one = await getJSON(`${base}/results?run=${Number(els.run.value)}`);
+    const one = await getJSON(`${base}/results?run=${Number(els.run.value)}&verdicts=false`);
     selected = one.runs[0] || null;
     const n = selected ? selected.checkpoints.length : 0;
     els.slider.max = Math.max(0, n - 1);
