@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The pinned CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install run test lint typecheck unit bench load clean
+.PHONY: install run test lint typecheck imports unit bench load clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The import rules of pyproject.toml's [tool.importlinter] (engine, API, worker boundaries).
+imports: install
+	$(BIN)/lint-imports --no-cache
+
 # The service tests need PostgreSQL and Redis (started here if they are not running) and the
 # browser tests Debian's chromium (installed here if it is missing).
 unit: install
@@ -34,7 +38,7 @@ unit: install
 	scripts/ensure-chromium.sh
 	$(BIN)/pytest -q
 
-test: lint typecheck unit
+test: lint typecheck imports unit
 
 bench: install
 	$(BIN)/python benchmarks/frequency_bench.py

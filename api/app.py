@@ -21,10 +21,10 @@ from api.state import AppState, SchemaGate
 from api.ui import pages as ui_pages
 from api.ui.security import PageHeaders
 from dfp import __version__
+from dfp.queues.celery_app import create_celery
+from dfp.queues.dispatch import CeleryDispatcher
 from dfp.settings import Settings, get_settings
 from dfp.storage.database import Database
-from worker.app import create_celery
-from worker.dispatch import CeleryDispatcher
 
 log = logging.getLogger("api")
 

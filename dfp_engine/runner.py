@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from dfp_engine import __version__
 from dfp_engine.capture import capture_representations
 from dfp_engine.datasets import Dataset, load_dataset
 from dfp_engine.frequency import analyze_frequency
@@ -43,9 +42,6 @@ from dfp_engine.spec import (
     EveryEpochs,
     ExperimentSpec,
     InverseDeltas,
-    capture_names,
-    resolve_layer,
-    resolve_layers,
 )
 from dfp_engine.thresholds import VerdictThresholds
 from dfp_engine.training import (
@@ -56,6 +52,7 @@ from dfp_engine.training import (
     seeded,
 )
 from dfp_engine.verdicts import compute_verdicts
+from dfp_engine.version import __version__
 
 # With history_every unset, log about this many points per run (plus checkpoints and the end).
 HISTORY_POINTS = 1000
@@ -103,22 +100,6 @@ def grid_arguments(spec: AnalysisSpec) -> dict[str, Any]:
     if isinstance(spec.deltas, InverseDeltas):
         return {"inverse_deltas": list(spec.deltas.inverse)}
     return {"deltas": list(spec.deltas)}
-
-
-def analysis_layers(spec: ExperimentSpec) -> list[str]:
-    """Canonical names of the layers a run analyses (the input too when filtering-testing)."""
-    names = capture_names(spec.model)
-    layers = resolve_layers(spec.analysis.layers, names)
-    if spec.analysis.filtering_test and "input" not in layers:
-        layers.insert(0, "input")
-    return layers
-
-
-def summary_layer(spec: ExperimentSpec) -> str:
-    """The layer summarised across sweep runs: the spec's choice, else the deepest analysed."""
-    if spec.analysis.summary_layer is not None:
-        return resolve_layer(spec.analysis.summary_layer, capture_names(spec.model))
-    return analysis_layers(spec)[-1]
 
 
 def analysis_subset(data: Dataset, n_samples: int, seed: int) -> torch.Tensor:
@@ -276,7 +257,7 @@ def run_one(
         return _finish(state, "cancelled", _cancel_error(state, 0), started, base={})
     device = resolve_device(run.training.device)
     data = load_dataset(run.dataset)
-    layers = analysis_layers(run)
+    layers = run.analysis_layers()
     with seeded(run.training.seed, device):
         model = build_model(run.model, data.input_shape, data.n_outputs).to(device)
         trainer = Trainer(model, data, run.training, device)
@@ -444,7 +425,7 @@ def summarize(spec: ExperimentSpec, runs: list[RunResult]) -> list[SummaryRow]:
     """Per run: sweep value, time to target, final loss and the summary layer's RDF peaks."""
     rows: list[SummaryRow] = []
     for run in runs:
-        layer = summary_layer(spec.run_specs[run.index])
+        layer = spec.run_specs[run.index].summary_layer()
         peaks: dict[str, float | None] = {}
         for checkpoint in run.checkpoints:
             match = next((la for la in checkpoint.layers if la.layer == layer), None)

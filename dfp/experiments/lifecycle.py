@@ -23,16 +23,12 @@ from sqlalchemy.orm import Session
 
 from dfp.experiments import repository
 from dfp.experiments.curves import encode_layer, encode_table
+from dfp.experiments.summary import job_summary
 from dfp.settings import Settings
 from dfp.storage.models import TERMINAL_STATUSES, Job, LayerCurve, Run, RunCheckpoint
 from dfp.storage.types import json_safe, utcnow
 from dfp.webhooks import outbox
-from dfp_engine.results import Checkpoint, RunResult, SummaryRow
-
-# LayerAnalysis fields kept in columns; every other field goes into the `curves` JSON.
-LAYER_COLUMNS = frozenset(
-    {"layer", "dim", "normalization", "peak_inverse_delta", "mean_inverse_delta"}
-)
+from dfp_engine.results import Checkpoint, RunResult
 
 # Answers False only when sure that the named worker process (as a worker names itself in
 # `Run.worker`) no longer exists.
@@ -249,20 +245,19 @@ RUN_COLUMNS = frozenset(
     }
 )  # fmt: skip
 
-Summarizer = Callable[[list[RunResult]], list[SummaryRow]]
-
 
 def finish_run(
     session: Session,
     lease: Lease,
     result: RunResult,
     environment: dict[str, Any] | None,
-    summarize: Summarizer | None = None,
+    summary_layers: Sequence[str] | None = None,
 ) -> bool:
     """Write a run's outcome and every checkpoint not stored yet, then update the job.
 
-    `summarize` turns the finished runs into the sweep summary, refreshed with every run that
-    ends. False when the lease was lost (the result is discarded: another attempt owns it)."""
+    With `summary_layers` (each run's summary layer) the sweep summary is refreshed from what
+    the finished runs stored. False when the lease was lost (the result is discarded: another
+    attempt owns it)."""
     if not repository.lock_job(session, lease.job_id):
         return False
     now = utcnow()
@@ -303,10 +298,8 @@ def finish_run(
     _insert_checkpoints(
         session, lease.run_id, (c for c in result.checkpoints if c.epoch not in stored)
     )
-    if summarize is not None:
-        from dfp.experiments.results import finished_run_results
-
-        rows = summarize(finished_run_results(session, lease.job_id))
+    if summary_layers is not None:
+        rows = job_summary(session, lease.job_id, summary_layers)
         session.execute(
             update(Job)
             .where(Job.id == lease.job_id)

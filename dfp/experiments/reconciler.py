@@ -9,21 +9,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
 
 from dfp.experiments import lifecycle
-from dfp.experiments.service import RunDispatcher
+from dfp.queues.protocols import QueueProbe, RunDispatcher
 from dfp.settings import Settings
 from dfp.storage.database import Database
 from dfp.storage.types import utcnow
 
 log = logging.getLogger(__name__)
-
-
-class QueueProbe(Protocol):
-    def depth(self, queue: str) -> int:
-        """Messages waiting in `queue` (raises if the broker cannot be reached)."""
-        ...
 
 
 @dataclass

@@ -9,9 +9,11 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, delete, exists, func, insert, or_, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session, selectinload, undefer
 
 from dfp.storage.models import (
+    TERMINAL_STATUSES,
     Job,
     JobTag,
     LayerCurve,
@@ -232,6 +234,41 @@ def curve_rows(
     if epochs:
         query = query.where(RunCheckpoint.epoch.in_(list(epochs)))
     return [tuple(row) for row in session.execute(query)]
+
+
+def finished_run_rows(session: Session, job_id: uuid.UUID) -> Sequence[Row[Any]]:
+    """A job's terminal runs in order: what a summary row needs (the history to read its end)."""
+    query = (
+        select(
+            Run.id,
+            Run.index.label("position"),  # `index` would shadow the row's tuple method
+            Run.sweep_value,
+            Run.status,
+            Run.steps_to_target,
+            Run.epochs_to_target,
+            Run.history,
+            Run.history_fields,
+        )
+        .where(Run.job_id == job_id, Run.status.in_(TERMINAL_STATUSES))
+        .order_by(Run.index)
+    )
+    return session.execute(query).all()
+
+
+def layer_peaks(session: Session, run_ids: Collection[int]) -> list[tuple[int, int, str, Any]]:
+    """(run_id, epoch, layer, peak 1/δ) of every stored curve, by run and epoch: no curves read."""
+    query = (
+        select(
+            RunCheckpoint.run_id,
+            RunCheckpoint.epoch,
+            LayerCurve.layer,
+            LayerCurve.peak_inverse_delta,
+        )
+        .join(LayerCurve, LayerCurve.checkpoint_id == RunCheckpoint.id)
+        .where(RunCheckpoint.run_id.in_(list(run_ids)))
+        .order_by(RunCheckpoint.run_id, RunCheckpoint.epoch, LayerCurve.position)
+    )
+    return [(int(r), int(e), str(la), p) for r, e, la, p in session.execute(query)]
 
 
 def stored_epochs(session: Session, run_id: int) -> set[int]:

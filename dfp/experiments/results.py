@@ -205,14 +205,6 @@ def experiment_result(
     )
 
 
-def finished_run_results(session: Session, job_id: uuid.UUID) -> list[RunResult]:
-    """The engine's RunResult for every finished run of a job (for summaries and figures)."""
-    runs = repository.runs_of(session, job_id, results=True)
-    runs = [run for run in runs if run.status in TERMINAL_STATUSES]
-    checkpoints = _checkpoints_by_run(session, runs, (), ())
-    return [engine_run_result(run_result_public(r, checkpoints.get(r.id, []))) for r in runs]
-
-
 def engine_run_result(run: RunResultPublic) -> RunResult:
     """Back to the engine's model: a loss stored as null (it diverged) becomes NaN again.
 

@@ -9,7 +9,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
@@ -36,7 +36,8 @@ from dfp.experiments.schemas import (
     ReproducibilityPublic,
     RunPublic,
 )
-from dfp.queues import CPU_QUEUE, GPU_QUEUE
+from dfp.queues.names import CPU_QUEUE, GPU_QUEUE
+from dfp.queues.protocols import RunDispatcher
 from dfp.settings import Settings
 from dfp.storage.database import UnitOfWork
 from dfp.storage.models import JOB_KINDS, TERMINAL_STATUSES, Job, JobTag, Run
@@ -49,12 +50,6 @@ from dfp_engine.spec import ExperimentSpec
 
 MAX_CALLBACK_URL = 2048  # the column's size
 EXPERIMENT, ANALYSIS = JOB_KINDS
-
-
-class RunDispatcher(Protocol):
-    """Sends the task that executes one run (implemented on top of Celery by the worker package)."""
-
-    def send_run(self, run_id: int, queue: str) -> None: ...
 
 
 @dataclass(frozen=True)

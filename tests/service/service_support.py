@@ -26,11 +26,11 @@ import uvicorn
 from sqlalchemy import text
 
 from dfp.keys.service import create_key
+from dfp.queues.dispatch import CeleryDispatcher
 from dfp.settings import Settings
 from dfp.storage.database import Database
 from dfp_engine.frequency import analyze_frequency
 from dfp_engine.results import Checkpoint, HistoryPoint, LayerAnalysis, RunResult
-from worker.dispatch import CeleryDispatcher
 
 REPO = Path(__file__).resolve().parents[2]
 TABLES = (
@@ -206,7 +206,6 @@ def finish_job(backend: Backend, job_id: str, body: dict[str, Any]) -> None:
 
     from dfp.experiments import lifecycle
     from dfp.storage.models import Run
-    from dfp_engine.runner import summarize
     from dfp_engine.spec import ExperimentSpec
 
     spec = ExperimentSpec.model_validate({k: v for k, v in body.items() if k != "tags"})
@@ -229,7 +228,7 @@ def finish_job(backend: Backend, job_id: str, body: dict[str, Any]) -> None:
                 lease,
                 run_result(index, checkpoints),
                 {"device": "cpu", "seed": 3},
-                lambda runs: summarize(spec, runs),
+                spec.summary_layers(),
             )
 
 

@@ -14,7 +14,6 @@ from service_support import Backend, analysed_checkpoints, run_result, tiny_spec
 from dfp.experiments import lifecycle
 from dfp.experiments.lifecycle import Lease
 from dfp_engine.results import ErrorInfo
-from dfp_engine.runner import summarize
 from dfp_engine.spec import ExperimentSpec
 
 
@@ -49,7 +48,7 @@ def finished(backend: Backend, alice: httpx.Client) -> tuple[str, list]:
                 lease,
                 run_result(index, checkpoints),
                 {"device": "cpu", "seed": 3},
-                lambda runs: summarize(spec, runs),
+                spec.summary_layers(),
             )
         stored.append(checkpoints)
     return job_id, stored

@@ -268,9 +268,9 @@ def test_rate_limit_per_key_is_429_with_retry_after_in_process(tmp_path: Path) -
 
 
 def _db_and_dispatcher(settings: Any) -> tuple[Any, Any]:
+    from dfp.queues.celery_app import create_celery
+    from dfp.queues.dispatch import CeleryDispatcher
     from dfp.storage.database import Database
-    from worker.app import create_celery
-    from worker.dispatch import CeleryDispatcher
 
     return Database.from_settings(settings), CeleryDispatcher(create_celery(settings))
 
