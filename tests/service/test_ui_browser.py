@@ -38,10 +38,10 @@ from service_support import (
 from api.app import create_app
 from dfp.experiments import lifecycle, repository
 from dfp.keys.service import revoke_key
+from dfp.queues.celery_app import create_celery
+from dfp.queues.dispatch import CeleryDispatcher
 from dfp.storage.database import Database
 from dfp.storage.types import utcnow
-from worker.app import create_celery
-from worker.dispatch import CeleryDispatcher
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -125,7 +125,6 @@ def store_results(
     ui: Backend, job: dict[str, Any], *, epochs: list[int], layers: int, n_deltas: int
 ) -> None:
     """Every run of a job finished the way a worker stores it, with real analysed curves."""
-    from dfp_engine.runner import summarize
     from dfp_engine.spec import ExperimentSpec
 
     spec = ExperimentSpec.model_validate(job["spec"])
@@ -145,7 +144,7 @@ def store_results(
                     update={"steps_to_target": 300 + 40 * index, "epochs_to_target": 100 + index}
                 ),
                 {"device": "cpu", "seed": 3},
-                lambda runs: summarize(spec, runs),
+                spec.summary_layers(),
             )
 
 
