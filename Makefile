@@ -9,11 +9,13 @@ TORCH_SPEC ?= torch==2.13.0
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt examples/dfp_mixer_plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	# The example model plugin (entry-point group dfp.models), used by the tests.
+	$(BIN)/python -m pip install -q -c constraints.txt -e examples/dfp_mixer_plugin
 	touch $@
 
 # The main job: the service in embedded mode (API + worker; SQLite and a file queue, nothing else).

@@ -27,7 +27,8 @@ from dfp.analyses.schemas import (
     AnalysisResultsPublic,
 )
 from dfp.experiments import service as jobs
-from dfp.experiments.schemas import TAG_PATTERN, JobStatus
+from dfp.experiments.schemas import TAG_PATTERN
+from dfp_engine.status import Status
 
 router = APIRouter(prefix="/v1/analyses", tags=["analyses"])
 ANALYSIS = jobs.ANALYSIS
@@ -81,7 +82,7 @@ def submit_analysis(
 def list_analyses(
     caller: CallerDep,
     status_: Annotated[
-        list[JobStatus] | None, Query(alias="status", description="Repeat to allow several.")
+        list[Status] | None, Query(alias="status", description="Repeat to allow several.")
     ] = None,
     tag: Annotated[str | None, Query(max_length=64, pattern=TAG_PATTERN)] = None,
     created_after: Annotated[

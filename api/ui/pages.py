@@ -38,14 +38,14 @@ from dfp.experiments import repository, service
 from dfp.experiments.schemas import TAG_PATTERN, ExperimentCreate
 from dfp.keys.sessions import VerifiedSession, open_session, verify_session
 from dfp.storage.database import UnitOfWork
-from dfp.storage.models import TERMINAL_STATUSES
+from dfp_engine.status import Status
 
 T = TypeVar("T")
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 PAGE_SIZE = 25
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+STATUSES = tuple(status.value for status in Status)
 MAX_COMPARED = 8
 MAX_FILTER = 200
 
@@ -478,10 +478,3 @@ async def submit(request: Request) -> Response:
         return RedirectResponse(f"/ui/experiments/{submission.job.id}", status_code=303)
 
     return await page(request, work, _text(form.get("csrf_token")))
-
-
-def terminal(status: str) -> bool:
-    return status in TERMINAL_STATUSES
-
-
-templates.globals["terminal"] = terminal

@@ -105,7 +105,11 @@ class ExperimentSpec(SpecModel):
                 f"cross_entropy needs class labels; dataset '{kind}' is a regression target",
                 self.training.loss,
             )
-        if self.model.kind != "mlp" and kind not in IMAGE_DATASETS | {"npz", "uploaded"}:
+        # A plugin checks its own inputs when it builds (it may take vectors or images).
+        if self.model.kind not in ("mlp", "plugin") and kind not in IMAGE_DATASETS | {
+            "npz",
+            "uploaded",
+        }:
             field_error(
                 ("model", "kind"),
                 f"'{self.model.kind}' needs an image dataset (digits, mnist, fashion_mnist, "
