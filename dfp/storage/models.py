@@ -239,9 +239,6 @@ class DatasetChunk(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-DELIVERY_STATUSES = ("pending", "delivered", "failed")
-
-
 class WebhookDelivery(Base):
     """One webhook event for one experiment (the transactional outbox of its callback_url).
 
