@@ -19,6 +19,9 @@ class ErrorCode(StrEnum):
     INVALID_DATASET = "invalid_dataset"
     DATASET_NOT_FOUND = "dataset_not_found"
     UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
+    CSRF_FAILED = "csrf_failed"
+    INVALID_ID = "invalid_id"
     NOT_FOUND = "not_found"
     NO_RESULTS = "no_results"
     METHOD_NOT_ALLOWED = "method_not_allowed"
@@ -87,6 +90,13 @@ class UnauthenticatedError(DfpError):
     code = "unauthenticated"
 
 
+class ForbiddenError(DfpError):
+    """A request the caller may not make as sent (a browser form without its CSRF token)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFoundError(DfpError):
     status_code = 404
     code = "not_found"
@@ -133,6 +143,7 @@ ERRORS_BY_CODE: dict[str, type[DfpError]] = {
 }
 ERRORS_BY_STATUS: dict[int, type[DfpError]] = {
     401: UnauthenticatedError,
+    403: ForbiddenError,
     404: NotFoundError,
     409: ConflictError,
     413: PayloadTooLargeError,
