@@ -36,6 +36,7 @@ from dfp.cli import datasets as _datasets  # noqa: E402,F401
 from dfp.cli import db as _db  # noqa: E402,F401
 from dfp.cli import experiment as _experiment  # noqa: E402,F401
 from dfp.cli import keys as _keys  # noqa: E402,F401
+from dfp.cli import reproduce as _reproduce  # noqa: E402,F401
 from dfp.cli import serve as _serve  # noqa: E402,F401
 
 
