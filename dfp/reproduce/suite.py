@@ -147,10 +147,11 @@ def sin_lfr_figure(scale: Scale, thresholds: VerdictThresholds) -> ClaimOutcome:
     peaks = [curves[k].peak_inverse_delta for k in SIN_KS]
     lfr_at_end = {k: curves[k].lfr[-1] for k in SIN_KS}
     rho = spearman([float(k) for k in SIN_KS], [p if p is not None else math.nan for p in peaks])
+    rho = None if rho is None else round(rho, 6)
     outcome: Outcome = (
         "inconclusive" if rho is None else "holds" if rho >= thresholds.rho else "does_not_hold"
     )
-    listing = ", ".join(f"k = {k}: {p:g}" for k, p in zip(SIN_KS, peaks, strict=True) if p)
+    listing = ", ".join(f"k = {k}: {p:.4g}" for k, p in zip(SIN_KS, peaks, strict=True) if p)
     detail = f"RDF peaks at 1/δ {listing}; ρ(k, peak) = {rho if rho is None else round(rho, 2)}"
     verdict = Verdict(
         claim="sin_lfr_figure",
