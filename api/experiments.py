@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import Caller, CallerDep
 from api.errors import error_responses
+from api.openapi import CONTENT_DISPOSITION_HEADER, file_response
 from dfp.errors import NotFoundError
 from dfp.experiments import results as results_service
 from dfp.experiments import service
@@ -27,9 +28,9 @@ from dfp.experiments.schemas import (
     ExperimentsPublic,
     FigurePublic,
     FiguresPublic,
-    JobStatus,
     ResultsPublic,
 )
+from dfp_engine.status import Status
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 
@@ -114,9 +115,12 @@ def submit_experiment(
 def list_experiments(
     caller: CallerDep,
     status_: Annotated[
-        list[JobStatus] | None, Query(alias="status", description="Repeat to allow several.")
+        list[Status] | None, Query(alias="status", description="Repeat to allow several.")
     ] = None,
     tag: Annotated[str | None, Query(max_length=64, pattern=TAG_PATTERN)] = None,
+    name: Annotated[
+        str | None, Query(max_length=200, description="Part of the name, in any case.")
+    ] = None,
     created_after: Annotated[
         UtcDatetime | None, Query(description="ISO 8601; without a zone it means UTC.")
     ] = None,
@@ -135,6 +139,7 @@ def list_experiments(
             cursor=cursor,
             status=status_ or (),
             tag=tag,
+            name=name,
             created_after=created_after,
             created_before=created_before,
         )
@@ -142,15 +147,14 @@ def list_experiments(
     return json_response(page)
 
 
-def _load(caller: Caller, experiment_id: uuid.UUID) -> ExperimentPublic:
+def _snapshot(caller: Caller, experiment_id: uuid.UUID) -> tuple[ExperimentPublic, str]:
     # One transaction, so the job and its runs are a consistent snapshot.
     with caller.transaction() as (uow, owner):
-        job = service.get_job(uow.session, owner, experiment_id)
-        return service.experiment_public(uow.session, job)
+        return service.experiment_snapshot(uow.session, owner, experiment_id)
 
 
-def _status(caller: Caller, experiment_id: uuid.UUID) -> str:
-    return caller.read(lambda session, owner: service.job_status(session, owner, experiment_id))
+def _revision(caller: Caller, experiment_id: uuid.UUID) -> str:
+    return caller.read(lambda session, owner: service.job_revision(session, owner, experiment_id))
 
 
 @router.get(
@@ -168,12 +172,13 @@ async def get_experiment(
         Query(
             ge=0,
             le=MAX_WAIT_SECONDS,
-            description="Seconds to wait for the status to change before answering (long-poll).",
+            description="Seconds to wait for a change (status, a run, progress, a stored "
+            "checkpoint) before answering (long-poll); see also streamExperimentEvents.",
         ),
     ] = 0,
 ) -> Response:
     """Status, progress, runs, spec and reproducibility metadata of one experiment."""
-    first = await run_in_threadpool(_load, caller, experiment_id)
+    first, revision = await run_in_threadpool(_snapshot, caller, experiment_id)
     if wait <= 0 or first.is_terminal:
         return json_response(first)
     deadline = time.monotonic() + wait
@@ -181,9 +186,10 @@ async def get_experiment(
         await asyncio.sleep(min(POLL_SECONDS, remaining))
         if await request.is_disconnected():
             break
-        if await run_in_threadpool(_status, caller, experiment_id) != first.status:
+        if await run_in_threadpool(_revision, caller, experiment_id) != revision:
             break
-    return json_response(await run_in_threadpool(_load, caller, experiment_id))
+    latest, _ = await run_in_threadpool(_snapshot, caller, experiment_id)
+    return json_response(latest)
 
 
 RunFilter = Annotated[
@@ -212,6 +218,13 @@ def get_results(
     run: RunFilter = None,
     layer: LayerFilter = None,
     epoch: EpochFilter = None,
+    verdicts: Annotated[
+        bool,
+        Query(
+            description="false leaves `verdicts` empty: they judge the whole stored result, "
+            "so computing them makes a narrow read (one run, one layer) cost as much as all."
+        ),
+    ] = True,
 ) -> Response:
     """The result: per run the history and per checkpoint and layer the LFR and RDF curves."""
     with caller.transaction() as (uow, owner):
@@ -223,6 +236,7 @@ def get_results(
             layers=layer or (),
             epochs=epoch or (),
             thresholds=caller.state.settings.verdict_thresholds(),
+            verdicts=verdicts,
         )
     # Built as plain data in ResultsPublic's shape (tested), serialised without models.
     return Response(to_json(document, inf_nan_mode="null"), media_type="application/json")
@@ -244,11 +258,13 @@ def _results(
 @router.get(
     "/{experiment_id}/results.csv",
     operation_id="getExperimentResultsCsv",
+    response_class=Response,
     responses={
-        200: {
-            "content": {"text/csv": {"schema": {"type": "string"}}},
-            "description": "One row per run, checkpoint, layer and δ",
-        },
+        200: file_response(
+            "text/csv",
+            "One row per run, checkpoint, layer and δ",
+            headers=CONTENT_DISPOSITION_HEADER,
+        ),
         **error_responses(401, 404, 422, 503),
     },
 )
@@ -294,8 +310,9 @@ def list_figures(experiment_id: uuid.UUID, caller: CallerDep) -> Response:
 @router.get(
     "/{experiment_id}/figures/{name}.png",
     operation_id="getExperimentFigure",
+    response_class=Response,
     responses={
-        200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+        200: file_response("image/png", "The figure as a PNG image", binary=True),
         **error_responses(401, 404, 422, 503),
     },
 )

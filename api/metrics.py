@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.state import AppState
 from dfp.experiments import repository
 from dfp.queues import CPU_QUEUE, GPU_QUEUE
-from dfp.storage.models import JOB_STATUSES
+from dfp_engine.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ class ServiceCollector(Collector):
         try:
             with self.state.db.unit_of_work() as uow:
                 counts = repository.jobs_by_status(uow.session)
-            for status in JOB_STATUSES:
-                jobs.add_metric([status], counts.get(status, 0))
+            for status in Status:
+                jobs.add_metric([status.value], counts.get(status, 0))
         except Exception as exc:
             log.warning("metrics: cannot count jobs: %s", exc)
         yield jobs
@@ -73,18 +73,28 @@ class LatencyMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        observed = False
 
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
+        def observe() -> None:
+            nonlocal observed
+            observed = True
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             self.histogram.labels(scope["method"], template, str(status)).observe(
                 time.perf_counter() - start
             )
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                # An event stream lasts as long as its experiment: time until it opens.
+                if (b"content-type", b"text/event-stream") in message.get("headers", []):
+                    observe()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            if not observed:
+                observe()

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     db_connect_timeout: float = Field(5.0, gt=0)
     broker_connect_timeout: float = Field(3.0, gt=0)
 
+    # Event streams (GET /v1/experiments/{id}/events): a comment line this often keeps idle
+    # connections open through proxies.
+    events_heartbeat_seconds: float = Field(15.0, gt=0, description="SSE keep-alive period.")
+
     # Client side.
     url: str | None = None
     api_key: SecretStr | None = None
@@ -52,6 +56,9 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(20, ge=1, description="Unfinished experiments per owner.")
     # Folders whose files specs may name (npz paths, image dataset roots); empty: data_dir/datasets.
     dataset_roots: list[Path] = Field(default_factory=list)
+
+    # Model plugins (entry-point group dfp.models) specs may name; empty: every installed one.
+    model_plugins: list[str] = Field(default_factory=list)
 
     # Uploaded datasets (POST /v1/datasets).
     max_dataset_bytes: int = Field(
@@ -90,11 +97,19 @@ class Settings(BaseSettings):
         1.0, gt=0, description="How often webhook workers look for deliveries that are due."
     )
 
+    # Web UI (/ui): how long a login lasts; the session also ends when its API key is revoked.
+    ui_session_seconds: int = Field(
+        8 * 3600, ge=60, description="Lifetime of a web UI login, seconds."
+    )
+
     # Worker.
     worker_concurrency: int = Field(1, ge=1, description="Processes per CPU worker.")
     job_soft_time_limit: int = Field(6 * 3600, ge=1, description="Seconds before a run is stopped.")
     job_time_limit: int = Field(6 * 3600 + 300, ge=1, description="Seconds before it is killed.")
-    heartbeat_seconds: float = Field(5.0, gt=0, description="Heartbeat, progress and cancel poll.")
+    heartbeat_seconds: float = Field(5.0, gt=0, description="Heartbeat of a running run.")
+    progress_seconds: float = Field(
+        1.0, gt=0, description="Progress write and cancel check period of a running run."
+    )
     heartbeat_timeout: float = Field(120.0, gt=0, description="A running run this stale is lost.")
     reconcile_seconds: float = Field(30.0, gt=0, description="Period of the reconciler.")
     requeue_after: float = Field(60.0, gt=0, description="A queued run this old may be re-sent.")

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dfp_engine.status import Status
+
 if TYPE_CHECKING:
     from dfp_engine.frequency import FrequencyResult
 
-RunStatus = Literal["succeeded", "failed", "cancelled"]
 Outcome = Literal["holds", "does_not_hold", "inconclusive"]
 
 
@@ -40,6 +41,10 @@ class LayerAnalysis(ResultModel):
     n_samples: int | None = None
     e_low: list[float] | None = None
     e_high: list[float] | None = None
+    estimator: Literal["exact", "row_sampled"] = "exact"
+    rows_evaluated: int | None = Field(None, description="Rows whose kernel row was evaluated.")
+    lfr_ci_half_width: list[float] | None = Field(None, description="95 % half-width per δ.")
+    rdf_ci_half_width: list[float] | None = Field(None, description="95 % half-width per RDF.")
 
     @classmethod
     def from_frequency(cls, layer: str, result: FrequencyResult) -> LayerAnalysis:
@@ -59,6 +64,10 @@ class LayerAnalysis(ResultModel):
             n_samples=result.n_samples,
             e_low=_finite_or_none(result.e_low),  # type: ignore[arg-type]
             e_high=_finite_or_none(result.e_high),  # type: ignore[arg-type]
+            estimator=result.estimator,  # type: ignore[arg-type]
+            rows_evaluated=result.rows_evaluated,
+            lfr_ci_half_width=result.lfr_ci_half_width,
+            rdf_ci_half_width=result.rdf_ci_half_width,
         )
 
 
@@ -105,11 +114,14 @@ class HistoryPoint(ResultModel):
 
 
 class RunResult(ResultModel):
-    """One training run (one sweep value) with its history and per-checkpoint analyses."""
+    """One training run (one sweep value) with its history and per-checkpoint analyses.
+
+    The engine ends every run succeeded, failed or cancelled; a stored run read back while its
+    experiment goes on may still be queued or running."""
 
     index: int
     sweep_value: Any = None
-    status: RunStatus
+    status: Status
     error: ErrorInfo | None = None
     steps_to_target: int | None = None
     epochs_to_target: int | None = None
@@ -138,7 +150,7 @@ class SummaryRow(ResultModel):
     """One sweep value against time-to-target and the summary layer's RDF peak per checkpoint."""
 
     sweep_value: Any = None
-    status: RunStatus
+    status: Status
     steps_to_target: int | None = None
     epochs_to_target: int | None = None
     final_train_loss: float | None = None
@@ -170,7 +182,7 @@ class Verdict(ResultModel):
 
 class ExperimentResult(ResultModel):
     spec: dict[str, Any]
-    status: RunStatus
+    status: Status
     error: ErrorInfo | None = None
     environment: Environment
     runs: list[RunResult]

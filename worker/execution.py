@@ -13,6 +13,7 @@ stores what they missed).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from dfp.experiments.curves import checkpoint_bytes, history_bytes
 from dfp.experiments.lifecycle import Lease, ProgressReport
 from dfp.storage.database import Database, is_transient
 from dfp_engine.results import Checkpoint, ErrorInfo, RunResult
-from dfp_engine.runner import Progress, environment, run_one, summarize
+from dfp_engine.runner import Progress, environment, run_one
 from dfp_engine.spec import ExperimentSpec
 from dfp_engine.training import resolve_device
 from worker import shutdown
@@ -47,13 +48,17 @@ TOO_LARGE = "too_large"  # its result outgrew max_result_bytes
 
 
 class RunMonitor:
-    """Heartbeats, flushes the latest progress and watches the cancel flag every `interval` s;
-    stores checkpoints as they come while the result stays under `max_bytes`."""
+    """Flushes the latest progress and watches the cancel flag every `interval` s, heartbeats
+    at least every `heartbeat` s; stores checkpoints as they come while the result stays under
+    `max_bytes`."""
 
-    def __init__(self, db: Database, lease: Lease, interval: float, max_bytes: int) -> None:
+    def __init__(
+        self, db: Database, lease: Lease, interval: float, heartbeat: float, max_bytes: int
+    ) -> None:
         self.db = db
         self.lease = lease
         self.interval = interval
+        self.heartbeat_every = heartbeat
         self.max_bytes = max_bytes
         self.stored_bytes = 0
         self.refused_bytes = 0  # what storing the checkpoint that broke the limit would take
@@ -61,6 +66,7 @@ class RunMonitor:
         self.stop_reason: str | None = None
         self._latest: ProgressReport | None = None
         self._written: ProgressReport | None = None
+        self._beaten_at = -math.inf
         self._stop = threading.Event()
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dfp-run-monitor", daemon=True)
@@ -119,9 +125,16 @@ class RunMonitor:
     def _beat(self) -> None:
         latest = self._latest
         progress = latest if latest is not self._written else None
+        now = time.monotonic()
+        # Progress goes out as soon as there is news; a bare heartbeat only when one is due.
+        # Either way the cancel flag is read, so a cancel stops the run within `interval`.
+        beat = progress is not None or now - self._beaten_at >= self.heartbeat_every
         try:
             with self.db.unit_of_work() as uow:
-                reply = lifecycle.heartbeat(uow.session, self.lease, progress)
+                if beat:
+                    reply = lifecycle.heartbeat(uow.session, self.lease, progress)
+                else:
+                    reply = lifecycle.lease_state(uow.session, self.lease)
         except Exception as exc:
             if isinstance(exc, SQLAlchemyError) and is_transient(exc):
                 log.warning("heartbeat of run %s failed; retrying: %s", self.lease.run_id, exc)
@@ -129,6 +142,8 @@ class RunMonitor:
                 log.exception("heartbeat of run %s failed; retrying", self.lease.run_id)
             return
         self._written = latest
+        if beat:
+            self._beaten_at = now
         if not reply.lease_valid:
             self.stop(LEASE_LOST)
         elif reply.cancel_requested:
@@ -148,23 +163,8 @@ def _progress(report: Progress) -> ProgressReport:
     )
 
 
-def execute(ctx: WorkerContext, run_id: int) -> None:
-    """The whole task body; every failure ends as a stored run status, never a lost job."""
-    lease = _retrying(lambda: _claim(ctx, run_id), what=f"claim of run {run_id}")
-    if lease is None:
-        log.info("run %s: nothing to do (already taken, finished or cancelled)", run_id)
-        return
-    log.info("run %s: attempt %s started", run_id, lease.attempt)
-    try:
-        _execute(ctx, lease)
-    except (SystemExit, KeyboardInterrupt):
-        # SIGTERM to this pool process: hand the run back on the way out (one try; if the
-        # database is away too, the reconciler finds the run by its missing heartbeat).
-        _release(ctx, lease, "its worker was stopped")
-        raise
-
-
-def _execute(ctx: WorkerContext, lease: Lease) -> None:
+def execute_experiment_run(ctx: WorkerContext, lease: Lease) -> None:
+    """Train and analyse one leased run of an experiment and store its outcome."""
     try:
         spec: ExperimentSpec | None = ExperimentSpec.model_validate(lease.spec)
     except ValidationError as exc:  # stored by an older version whose specs this one refuses
@@ -173,17 +173,17 @@ def _execute(ctx: WorkerContext, lease: Lease) -> None:
     if spec is not None:
         result, monitor = _run(ctx, lease, spec)
         if monitor.stop_reason == SHUTDOWN and result.status == "cancelled":
-            _release(ctx, lease, "its worker shut down")
+            release(ctx, lease, "its worker shut down")
             return
         result = _within_size_limit(ctx, lease, result, monitor)
     environment = _environment(spec.run_specs[lease.index], ctx) if spec else None
-    stored = _store(ctx, lease, result, environment, _summarizer(spec))
+    stored = _store(ctx, lease, result, environment, spec.summary_layers() if spec else None)
     log.info(
         "run %s: %s%s", lease.run_id, result.status, "" if stored else " (lease lost; discarded)"
     )
 
 
-def _claim(ctx: WorkerContext, run_id: int) -> Lease | None:
+def claim(ctx: WorkerContext, run_id: int) -> Lease | None:
     with ctx.db.unit_of_work() as uow:
         return lifecycle.claim_run(
             uow.session,
@@ -197,7 +197,13 @@ def _claim(ctx: WorkerContext, run_id: int) -> Lease | None:
 def _run(ctx: WorkerContext, lease: Lease, spec: ExperimentSpec) -> tuple[RunResult, RunMonitor]:
     """The engine's result for the leased run; its failures become failed results."""
     settings = ctx.settings
-    monitor = RunMonitor(ctx.db, lease, settings.heartbeat_seconds, settings.max_result_bytes)
+    monitor = RunMonitor(
+        ctx.db,
+        lease,
+        min(settings.progress_seconds, settings.heartbeat_seconds),
+        settings.heartbeat_seconds,
+        settings.max_result_bytes,
+    )
     with monitor:
         try:
             with engine_spec(ctx.db, settings, spec) as readable:
@@ -249,30 +255,24 @@ def _within_size_limit(
     )
 
 
-def _summarizer(spec: ExperimentSpec | None) -> lifecycle.Summarizer | None:
-    if spec is None:
-        return None
-    return lambda runs: summarize(spec, runs)
-
-
 def _store(
     ctx: WorkerContext,
     lease: Lease,
     result: RunResult,
     environment: dict[str, Any] | None,
-    summarizer: lifecycle.Summarizer | None,
+    summary_layers: list[str] | None,
 ) -> bool:
     """Write the outcome, riding out an outage; a write the database refuses fails the run."""
     what = f"run {lease.run_id}"
     try:
-        return _retrying(lambda: _finish(ctx, lease, result, environment, summarizer), what=what)
+        return retrying(lambda: _finish(ctx, lease, result, environment, summary_layers), what=what)
     except SQLAlchemyError as exc:
         if is_transient(exc):
             raise  # still unreachable: the reconciler requeues the run once it is back
         log.exception("%s: the database refused the result", what)
         reason = f"the result could not be stored: {_reason(exc)}"
         failed = _failed(lease, "storage_error", reason)
-        return _retrying(lambda: _finish(ctx, lease, failed, environment, None), what=what)
+        return retrying(lambda: _finish(ctx, lease, failed, environment, None), what=what)
 
 
 def _finish(
@@ -280,13 +280,13 @@ def _finish(
     lease: Lease,
     result: RunResult,
     environment: dict[str, Any] | None,
-    summarizer: lifecycle.Summarizer | None,
+    summary_layers: list[str] | None,
 ) -> bool:
     with ctx.db.unit_of_work() as uow:
-        return lifecycle.finish_run(uow.session, lease, result, environment, summarizer)
+        return lifecycle.finish_run(uow.session, lease, result, environment, summary_layers)
 
 
-def _release(ctx: WorkerContext, lease: Lease, reason: str) -> None:
+def release(ctx: WorkerContext, lease: Lease, reason: str) -> None:
     """Requeue the run for another worker now (the task message goes out after the commit)."""
     try:
         with ctx.db.unit_of_work() as uow:
@@ -299,7 +299,7 @@ def _release(ctx: WorkerContext, lease: Lease, reason: str) -> None:
     log.info("run %s: attempt %s handed back (%s)", lease.run_id, lease.attempt, reason)
 
 
-def _retrying(write: Callable[[], T], *, what: str, delays: tuple[float, ...] = RETRY_DELAYS) -> T:
+def retrying(write: Callable[[], T], *, what: str, delays: tuple[float, ...] = RETRY_DELAYS) -> T:
     """A claim or final write survives a short database outage; the work it records took long."""
     for delay in delays:
         try:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dfp.cli import app
+from dfp.cli.app import app
 from dfp.cli.errors import fail
 from dfp.cli.progress import progress_bar
 from dfp.cli.verdicts import verdict_table
@@ -133,7 +133,7 @@ def run_command(
             loss = "" if p.train_loss is None else f"  loss {p.train_loss:.4g}"
             update(
                 p.fraction,
-                f"run {p.run_index + 1}/{p.n_runs}  epoch {p.epoch}/{p.epochs}{loss}",
+                f"run {p.run_index} of {p.n_runs}  epoch {p.epoch}/{p.epochs}{loss}",
             )
 
         try:

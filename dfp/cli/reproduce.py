@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from dfp.cli import app
+from dfp.cli.app import app
 from dfp.cli.errors import fail
 from dfp.cli.options import ApiKeyOption, UrlOption
 from dfp.cli.progress import progress_bar

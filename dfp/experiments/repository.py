@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, delete, exists, func, insert, or_, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session, selectinload, undefer
 
 from dfp.storage.models import (
@@ -18,8 +20,8 @@ from dfp.storage.models import (
     RunCheckpoint,
 )
 from dfp.storage.types import utcnow
+from dfp_engine.status import TERMINAL_STATUSES, UNFINISHED_STATUSES
 
-UNFINISHED = ("queued", "running")
 # Plain tables, for INSERTs that need no ORM unit of work.
 JOBS = cast(Table, Job.__table__)
 JOB_TAGS = cast(Table, JobTag.__table__)
@@ -35,7 +37,7 @@ _COUNT_UNFINISHED = select(func.count()).select_from(
     select(JOBS.c.id)
     .where(
         JOBS.c.owner == bindparam("owner"),
-        or_(*(JOBS.c.status == status for status in UNFINISHED)),
+        or_(*(JOBS.c.status == status.value for status in UNFINISHED_STATUSES)),
     )
     .limit(bindparam("up_to"))
     .subquery()
@@ -52,11 +54,16 @@ _RUN_DEFAULTS: dict[str, Any] = {
 }
 
 
-def get_job(session: Session, job_id: uuid.UUID, owner: str | None = None) -> Job | None:
-    """A job with its tags; None if it does not exist or belongs to another owner."""
+def get_job(
+    session: Session, job_id: uuid.UUID, owner: str | None = None, kind: str | None = None
+) -> Job | None:
+    """A job with its tags; None if it does not exist, belongs to another owner or is of
+    another kind."""
     query = select(Job).options(selectinload(Job.tags)).where(Job.id == job_id)
     if owner is not None:
         query = query.where(Job.owner == owner)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
     return session.scalars(query).one_or_none()
 
 
@@ -74,8 +81,38 @@ def insert_job(
     return [int(run_id) for run_id in session.execute(_INSERT_RUNS, rows).scalars()]
 
 
-def job_status(session: Session, job_id: uuid.UUID, owner: str) -> str | None:
-    query = select(Job.status).where(Job.id == job_id, Job.owner == owner)
+def job_revision(
+    session: Session, job_id: uuid.UUID, owner: str, kind: str = "experiment"
+) -> str | None:
+    """A token that changes whenever what a read of the job shows changes (its status or
+    cancel flag, a run's state, attempt or progress, a stored checkpoint); None if no such job.
+
+    Two cheap indexed queries, so event streams and long-polls can ask it several times a
+    second; the same state gives the same token in every API process."""
+    job = session.execute(
+        select(Job.status, Job.cancel_requested, Job.updated_at).where(
+            Job.id == job_id, Job.owner == owner, Job.kind == kind
+        )
+    ).one_or_none()
+    if job is None:
+        return None
+    checkpoints = (
+        select(func.count(RunCheckpoint.id))
+        .where(RunCheckpoint.run_id == Run.id)
+        .correlate(Run)
+        .scalar_subquery()
+    )
+    runs = session.execute(
+        select(Run.status, Run.attempts, Run.progress_updated_at, checkpoints)
+        .where(Run.job_id == job_id)
+        .order_by(Run.index)
+    ).all()
+    state = repr((tuple(job), [tuple(run) for run in runs]))
+    return hashlib.blake2b(state.encode(), digest_size=8).hexdigest()
+
+
+def job_status(session: Session, job_id: uuid.UUID, owner: str, kind: str) -> str | None:
+    query = select(Job.status).where(Job.id == job_id, Job.owner == owner, Job.kind == kind)
     return session.scalar(query)
 
 
@@ -94,14 +131,19 @@ def list_jobs(
     owner: str,
     *,
     limit: int,
+    kind: str = "experiment",
     status: Collection[str] = (),
     tag: str | None = None,
+    name: str | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     after: tuple[datetime, uuid.UUID] | None = None,
 ) -> Sequence[Job]:
-    """Newest first, keyset-paginated on (created_at, id)."""
-    query = select(Job).options(selectinload(Job.tags)).where(Job.owner == owner)
+    """Newest first, keyset-paginated on (created_at, id); `name` matches any part, any case."""
+    query = select(Job).options(selectinload(Job.tags)).where(Job.owner == owner, Job.kind == kind)
+    if name:
+        pattern = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Job.name.ilike(f"%{pattern}%", escape="\\"))
     if status:
         query = query.where(Job.status.in_(list(status)))
     if tag is not None:
@@ -125,6 +167,17 @@ def runs_of(session: Session, job_id: uuid.UUID, *, results: bool = False) -> Se
             undefer(Run.history), undefer(Run.history_fields), undefer(Run.details)
         )
     return session.scalars(query).all()
+
+
+def checkpoint_counts(session: Session, job_id: uuid.UUID) -> dict[int, int]:
+    """Stored checkpoints per run id of one job."""
+    query = (
+        select(RunCheckpoint.run_id, func.count())
+        .join(Run, Run.id == RunCheckpoint.run_id)
+        .where(Run.job_id == job_id)
+        .group_by(RunCheckpoint.run_id)
+    )
+    return {int(run_id): int(count) for run_id, count in session.execute(query)}
 
 
 def run_attempts(session: Session, job_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]:
@@ -180,6 +233,41 @@ def curve_rows(
     if epochs:
         query = query.where(RunCheckpoint.epoch.in_(list(epochs)))
     return [tuple(row) for row in session.execute(query)]
+
+
+def finished_run_rows(session: Session, job_id: uuid.UUID) -> Sequence[Row[Any]]:
+    """A job's terminal runs in order: what a summary row needs (the history to read its end)."""
+    query = (
+        select(
+            Run.id,
+            Run.index.label("position"),  # `index` would shadow the row's tuple method
+            Run.sweep_value,
+            Run.status,
+            Run.steps_to_target,
+            Run.epochs_to_target,
+            Run.history,
+            Run.history_fields,
+        )
+        .where(Run.job_id == job_id, Run.status.in_(TERMINAL_STATUSES))
+        .order_by(Run.index)
+    )
+    return session.execute(query).all()
+
+
+def layer_peaks(session: Session, run_ids: Collection[int]) -> list[tuple[int, int, str, Any]]:
+    """(run_id, epoch, layer, peak 1/δ) of every stored curve, by run and epoch: no curves read."""
+    query = (
+        select(
+            RunCheckpoint.run_id,
+            RunCheckpoint.epoch,
+            LayerCurve.layer,
+            LayerCurve.peak_inverse_delta,
+        )
+        .join(LayerCurve, LayerCurve.checkpoint_id == RunCheckpoint.id)
+        .where(RunCheckpoint.run_id.in_(list(run_ids)))
+        .order_by(RunCheckpoint.run_id, RunCheckpoint.epoch, LayerCurve.position)
+    )
+    return [(int(r), int(e), str(la), p) for r, e, la, p in session.execute(query)]
 
 
 def stored_epochs(session: Session, run_id: int) -> set[int]:

@@ -16,8 +16,8 @@ from dfp.errors import NotFoundError
 from dfp.experiments import repository
 from dfp.experiments.curves import decode_layer, decode_table
 from dfp.experiments.schemas import ResultsPublic, RunResultPublic
-from dfp.experiments.service import get_job
-from dfp.storage.models import TERMINAL_STATUSES, Job, Run
+from dfp.experiments.service import EXPERIMENT, get_job
+from dfp.storage.models import Job, Run
 from dfp_engine.results import (
     Environment,
     ExperimentResult,
@@ -25,6 +25,7 @@ from dfp_engine.results import (
     SummaryRow,
     Verdict,
 )
+from dfp_engine.status import TERMINAL_STATUSES, Status
 from dfp_engine.thresholds import VerdictThresholds
 from dfp_engine.verdicts import compute_verdicts
 
@@ -73,17 +74,22 @@ def results_document(
     layers: Collection[str] = (),
     epochs: Collection[int] = (),
     thresholds: VerdictThresholds | None = None,
+    kind: str = EXPERIMENT,
+    verdicts: bool = True,
 ) -> dict[str, Any]:
     """The stored result as plain JSON-ready data in the shape of ResultsPublic.
 
     Plain data because a result holds tens of thousands of numbers: building models of them
-    would cost more than reading them from the database."""
-    job = get_job(session, owner, job_id)
+    would cost more than reading them from the database. Without `verdicts` their list is
+    empty: they judge the whole stored result, so a narrow read would cost as much as all."""
+    job = get_job(session, owner, job_id, kind)
     run_rows = _selected_runs(session, job, runs)
     checkpoints = _checkpoints_by_run(session, run_rows, layers, epochs)
     terminal = job.status in TERMINAL_STATUSES
     documents = [run_document(run, checkpoints.get(run.id, [])) for run in run_rows]
-    if runs or layers or epochs:  # verdicts always judge the whole stored result
+    if not verdicts:
+        whole = []
+    elif runs or layers or epochs:  # verdicts always judge the whole stored result
         every_run = repository.runs_of(session, job.id, results=True)
         every_checkpoint = _checkpoints_by_run(session, every_run, (), ())
         whole = [run_document(run, every_checkpoint.get(run.id, [])) for run in every_run]
@@ -99,7 +105,9 @@ def results_document(
         "summary": job.summary or [],
         "verdicts": [
             verdict.model_dump(mode="json") for verdict in _verdicts(job, whole, thresholds)
-        ],
+        ]
+        if verdicts
+        else [],
     }
 
 
@@ -170,12 +178,14 @@ def run_result_public(run: Run, checkpoints: list[dict[str, Any]]) -> RunResultP
     return RunResultPublic.model_validate(run_document(run, checkpoints))
 
 
-def experiment_result(session: Session, owner: str, job_id: uuid.UUID) -> ExperimentResult:
+def experiment_result(
+    session: Session, owner: str, job_id: uuid.UUID, kind: str = EXPERIMENT
+) -> ExperimentResult:
     """The stored result as the engine's ExperimentResult, for its figures.
 
     While the experiment runs this holds the runs analysed so far, each with its own status
     (figures draw what is there)."""
-    job = get_job(session, owner, job_id)
+    job = get_job(session, owner, job_id, kind)
     runs = repository.runs_of(session, job.id, results=True)
     runs = [run for run in runs if run.environment is not None]
     if not runs:
@@ -188,7 +198,7 @@ def experiment_result(session: Session, owner: str, job_id: uuid.UUID) -> Experi
     environment = {k: v for k, v in (runs[0].environment or {}).items() if k in fields}
     return ExperimentResult.model_construct(
         spec=job.spec,
-        status=job.status,  # type: ignore[arg-type]  # also queued or running while partial
+        status=Status(job.status),
         error=None,
         environment=Environment.model_construct(**environment),  # figures do not read it
         runs=engine_runs,
@@ -196,18 +206,8 @@ def experiment_result(session: Session, owner: str, job_id: uuid.UUID) -> Experi
     )
 
 
-def finished_run_results(session: Session, job_id: uuid.UUID) -> list[RunResult]:
-    """The engine's RunResult for every finished run of a job (for summaries and figures)."""
-    runs = repository.runs_of(session, job_id, results=True)
-    runs = [run for run in runs if run.status in TERMINAL_STATUSES]
-    checkpoints = _checkpoints_by_run(session, runs, (), ())
-    return [engine_run_result(run_result_public(r, checkpoints.get(r.id, []))) for r in runs]
-
-
 def engine_run_result(run: RunResultPublic) -> RunResult:
-    """Back to the engine's model: a loss stored as null (it diverged) becomes NaN again.
-
-    A run still going keeps its status (`running`), which the engine's model cannot say."""
+    """Back to the engine's model: a loss stored as null (it diverged) becomes NaN again."""
     data = run.model_dump(exclude={"environment", "history", "checkpoints"})
     history = [
         {
@@ -216,16 +216,7 @@ def engine_run_result(run: RunResultPublic) -> RunResult:
         }
         for point in run.history
     ]
-    terminal = run.status in TERMINAL_STATUSES
-    result = RunResult.model_validate(
-        {
-            **data,
-            "status": run.status if terminal else "cancelled",
-            "history": history,
-            "checkpoints": run.checkpoints,
-        }
-    )
-    return result if terminal else result.model_copy(update={"status": run.status})
+    return RunResult.model_validate({**data, "history": history, "checkpoints": run.checkpoints})
 
 
 def csv_rows(results: ResultsPublic) -> Iterator[tuple[Any, ...]]:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
 from dfp_engine.results import ErrorInfo, RunResult, SummaryRow, Verdict
 from dfp_engine.spec import ExperimentSpec
+from dfp_engine.status import Status
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 SUBMISSION_FIELDS = frozenset({"tags", "callback_url"})
 
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/=-]*$"
@@ -42,10 +42,16 @@ class PublicModel(BaseModel):
 class ProgressPublic(PublicModel):
     """Where an experiment stands: the fraction over all runs and the latest report of one."""
 
-    fraction: float = Field(..., ge=0.0, le=1.0)
-    runs_finished: int
+    fraction: float = Field(
+        ...,
+        ge=0.0,
+        le=1.0,
+        description="Share of the work done: runs that ran to their end (succeeded or failed) "
+        "count whole, a cancelled or running run the share of its epochs it trained.",
+    )
+    runs_finished: int = Field(..., description="Runs that ran to their end.")
     n_runs: int
-    run: int | None = Field(None, description="Index of the run the message is about.")
+    run: int | None = Field(None, description="Index (from 0) of the run the message is about.")
     epoch: int | None = None
     epochs: int | None = None
     step: int | None = None
@@ -70,11 +76,12 @@ class ReproducibilityPublic(PublicModel):
 class RunPublic(PublicModel):
     index: int
     sweep_value: Any = None
-    status: JobStatus
+    status: Status
     attempts: int
     epoch: int | None = None
     epochs: int | None = None
     fraction: float
+    checkpoints: int = Field(0, description="Analysed checkpoints stored so far.")
     message: str | None = None
     error: ErrorInfo | None = None
     worker: str | None = None
@@ -94,7 +101,7 @@ class ExperimentSummary(PublicModel):
 
     id: str
     name: str
-    status: JobStatus
+    status: Status
     is_terminal: bool
     tags: list[str]
     n_runs: int
@@ -140,7 +147,6 @@ class HistoryPointPublic(PublicModel):
 class RunResultPublic(RunResult):
     """The engine's RunResult as stored so far, with where and how it ran."""
 
-    status: JobStatus  # type: ignore[assignment]  # also queued or running while partial
     history: list[HistoryPointPublic] = Field(default_factory=list)  # type: ignore[assignment]
     environment: dict[str, Any] | None = None
 
@@ -149,7 +155,7 @@ class ResultsPublic(PublicModel):
     """The full result; while the experiment runs, whatever has been stored so far."""
 
     experiment_id: str
-    status: JobStatus
+    status: Status
     is_terminal: bool
     partial: bool = Field(..., description="True until the experiment is terminal.")
     spec: dict[str, Any]

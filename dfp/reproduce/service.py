@@ -19,6 +19,7 @@ from dfp_engine.thresholds import VerdictThresholds
 
 if TYPE_CHECKING:
     from dfp.client import Client
+    from dfp.experiments.schemas import ExperimentPublic
 
 BATCH_TAG = "reproduction:"
 CLAIM_TAG = "claim:"
@@ -71,11 +72,11 @@ def collect_suite(
             outcomes.append(outcome)
             continue
         experiment_id = experiments[claim.id]
-        experiment = client.wait(
-            experiment_id,
-            timeout,
-            on_update=lambda e, base=i: update((base + e.progress.fraction) / len(chosen), e.name),
-        )
+
+        def on_update(e: ExperimentPublic, base: int = i) -> None:
+            update((base + e.progress.fraction) / len(chosen), e.name)
+
+        experiment = client.wait(experiment_id, timeout, on_update=on_update)
         results = client.results(experiment_id)
         (folder / "result.json").write_text(results.model_dump_json(indent=1) + "\n")
         result = ExperimentResult.model_construct(
