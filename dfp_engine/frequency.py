@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dfp_engine.deltas import auto_deltas, grid_sample_rows, resolve_deltas
+from dfp_engine.deltas import auto_deltas, resolve_deltas
 from dfp_engine.lowpass import Backend, lowpass_sums
 from dfp_engine.normalization import (
     NORMALIZATION_MODES,
@@ -130,6 +130,7 @@ def _resolve_grid(
     deltas: Sequence[float] | None,
     inverse_deltas: Sequence[float] | None,
     auto: int | None,
+    scale: np.ndarray | None = None,
 ) -> list[float]:
     given = sum(x is not None for x in (deltas, inverse_deltas, auto))
     if given > 1:
@@ -137,7 +138,7 @@ def _resolve_grid(
     if given == 0:
         auto = 20
     if auto is not None:
-        return auto_deltas(zn, auto)
+        return auto_deltas(zn, auto, scale=scale)
     return resolve_deltas(deltas=deltas, inverse_deltas=inverse_deltas)
 
 
@@ -222,9 +223,7 @@ def analyze_frequency(
     else:
         zn = z
         scale = 1.0 / column_divisors(stats, normalization)
-        # the automatic grid looks at a seeded row sample only: scale just those rows
-        sample = np.asarray(z[grid_sample_rows(z.shape[0])], dtype=np.float64) * scale
-        grid = _resolve_grid(sample.astype(DTYPES[precision]), deltas, inverse_deltas, auto_deltas)
+        grid = _resolve_grid(z, deltas, inverse_deltas, auto_deltas, scale)
 
     values = y
     if predictions is not None:
