@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import Depends, FastAPI
 
-from api import datasets, experiments, health, webhooks
+from api import analyses, datasets, events, experiments, health, openapi, webhooks
 from api.deps import reject_unknown_query
 from api.errors import install_error_handlers
 from api.metrics import LatencyMiddleware, create_registry
@@ -78,9 +78,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     install_error_handlers(app)
     app.include_router(experiments.router)
+    events.install(app)
     app.include_router(datasets.router)
+    app.include_router(analyses.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    openapi.install(app)
     # Bodies are checked before routing; the latency middleware times refusals too.
     upload_limit = settings.max_dataset_bytes + datasets.FORM_OVERHEAD_BYTES
     app.add_middleware(

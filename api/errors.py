@@ -33,6 +33,16 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+ERROR_RESPONSE_REF = "#/components/schemas/ErrorResponse"
+
+
+def error_schemas() -> dict[str, Any]:
+    """The components the error responses refer to (added to the document by api.openapi)."""
+    schema = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    definitions: dict[str, Any] = schema.pop("$defs", {})
+    return {**definitions, "ErrorResponse": schema}
+
+
 ERROR_DESCRIPTIONS = {
     401: "Missing, malformed, unknown or revoked API key",
     404: "No such experiment, analysis or dataset for this key's owner",
@@ -62,9 +72,11 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     wanted = set(statuses) | ({429} if 401 in statuses else set())
     responses: dict[int | str, dict[str, Any]] = {}
     for status in sorted(wanted):
+        # Declared by reference rather than as a `model`: FastAPI would file a model under the
+        # route's own media type (text/csv, image/png, text/event-stream), but errors are JSON.
         response: dict[str, Any] = {
-            "model": ErrorResponse,
             "description": ERROR_DESCRIPTIONS[status],
+            "content": {"application/json": {"schema": {"$ref": ERROR_RESPONSE_REF}}},
         }
         if status in RESPONSE_HEADERS:
             response["headers"] = RESPONSE_HEADERS[status]

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import Caller, CallerDep
 from api.errors import error_responses
+from api.openapi import CONTENT_DISPOSITION_HEADER, file_response
 from dfp.errors import NotFoundError
 from dfp.experiments import results as results_service
 from dfp.experiments import service
@@ -142,15 +143,14 @@ def list_experiments(
     return json_response(page)
 
 
-def _load(caller: Caller, experiment_id: uuid.UUID) -> ExperimentPublic:
+def _snapshot(caller: Caller, experiment_id: uuid.UUID) -> tuple[ExperimentPublic, str]:
     # One transaction, so the job and its runs are a consistent snapshot.
     with caller.transaction() as (uow, owner):
-        job = service.get_job(uow.session, owner, experiment_id)
-        return service.experiment_public(uow.session, job)
+        return service.experiment_snapshot(uow.session, owner, experiment_id)
 
 
-def _status(caller: Caller, experiment_id: uuid.UUID) -> str:
-    return caller.read(lambda session, owner: service.job_status(session, owner, experiment_id))
+def _revision(caller: Caller, experiment_id: uuid.UUID) -> str:
+    return caller.read(lambda session, owner: service.job_revision(session, owner, experiment_id))
 
 
 @router.get(
@@ -168,12 +168,13 @@ async def get_experiment(
         Query(
             ge=0,
             le=MAX_WAIT_SECONDS,
-            description="Seconds to wait for the status to change before answering (long-poll).",
+            description="Seconds to wait for a change (status, a run, progress, a stored "
+            "checkpoint) before answering (long-poll); see also streamExperimentEvents.",
         ),
     ] = 0,
 ) -> Response:
     """Status, progress, runs, spec and reproducibility metadata of one experiment."""
-    first = await run_in_threadpool(_load, caller, experiment_id)
+    first, revision = await run_in_threadpool(_snapshot, caller, experiment_id)
     if wait <= 0 or first.is_terminal:
         return json_response(first)
     deadline = time.monotonic() + wait
@@ -181,9 +182,10 @@ async def get_experiment(
         await asyncio.sleep(min(POLL_SECONDS, remaining))
         if await request.is_disconnected():
             break
-        if await run_in_threadpool(_status, caller, experiment_id) != first.status:
+        if await run_in_threadpool(_revision, caller, experiment_id) != revision:
             break
-    return json_response(await run_in_threadpool(_load, caller, experiment_id))
+    latest, _ = await run_in_threadpool(_snapshot, caller, experiment_id)
+    return json_response(latest)
 
 
 RunFilter = Annotated[
@@ -222,6 +224,7 @@ def get_results(
             runs=run or (),
             layers=layer or (),
             epochs=epoch or (),
+            thresholds=caller.state.settings.verdict_thresholds(),
         )
     # Built as plain data in ResultsPublic's shape (tested), serialised without models.
     return Response(to_json(document, inf_nan_mode="null"), media_type="application/json")
@@ -243,11 +246,13 @@ def _results(
 @router.get(
     "/{experiment_id}/results.csv",
     operation_id="getExperimentResultsCsv",
+    response_class=Response,
     responses={
-        200: {
-            "content": {"text/csv": {"schema": {"type": "string"}}},
-            "description": "One row per run, checkpoint, layer and δ",
-        },
+        200: file_response(
+            "text/csv",
+            "One row per run, checkpoint, layer and δ",
+            headers=CONTENT_DISPOSITION_HEADER,
+        ),
         **error_responses(401, 404, 422, 503),
     },
 )
@@ -293,8 +298,9 @@ def list_figures(experiment_id: uuid.UUID, caller: CallerDep) -> Response:
 @router.get(
     "/{experiment_id}/figures/{name}.png",
     operation_id="getExperimentFigure",
+    response_class=Response,
     responses={
-        200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+        200: file_response("image/png", "The figure as a PNG image", binary=True),
         **error_responses(401, 404, 422, 503),
     },
 )

@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import Caller, get_caller
-from api.errors import RETRY_AFTER_HEADER, ErrorResponse, error_responses
+from api.errors import ERROR_RESPONSE_REF, RETRY_AFTER_HEADER, error_responses
+from api.openapi import file_response
 from api.state import AppState
 
 router = APIRouter(tags=["health"])
@@ -46,9 +47,9 @@ def readiness(state: AppState) -> tuple[bool, dict[str, Any]]:
     operation_id="getReadiness",
     responses={
         503: {
-            "model": ErrorResponse,
             "description": "Not ready; details say why",
             "headers": RETRY_AFTER_HEADER,
+            "content": {"application/json": {"schema": {"$ref": ERROR_RESPONSE_REF}}},
         }
     },
 )
@@ -68,11 +69,9 @@ async def readyz(request: Request) -> Response:
 @router.get(
     "/metrics",
     operation_id="getMetrics",
+    response_class=Response,
     responses={
-        200: {
-            "content": {"text/plain": {"schema": {"type": "string"}}},
-            "description": "Prometheus text format",
-        },
+        200: file_response("text/plain", "Prometheus text format"),
         **error_responses(401, 503),
     },
 )

@@ -73,18 +73,28 @@ class LatencyMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        observed = False
 
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
+        def observe() -> None:
+            nonlocal observed
+            observed = True
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             self.histogram.labels(scope["method"], template, str(status)).observe(
                 time.perf_counter() - start
             )
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                # An event stream lasts as long as its experiment: time until it opens.
+                if (b"content-type", b"text/event-stream") in message.get("headers", []):
+                    observe()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            if not observed:
+                observe()

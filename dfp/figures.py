@@ -184,7 +184,10 @@ def _steps_to_target(result: ExperimentResult) -> Figure:
     ax.set_xticks(range(len(labels)), labels, rotation=30 if max(map(len, labels)) > 6 else 0)
     field = _sweep_field(result) or "run"
     target = result.spec.get("training", {}).get("target_loss")
-    ax.set(xlabel=field, ylabel="steps to target", title=f"Steps to train loss {target}")
+    note = _verdict_note(result, "deeper_is_faster") or _verdict_note(
+        result, "lower_frequency_is_faster"
+    )
+    ax.set(xlabel=field, ylabel="steps to target", title=f"Steps to train loss {target}{note}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
@@ -216,6 +219,61 @@ def _filtering(result: ExperimentResult, run: RunResult) -> Figure:
     return fig
 
 
+def _fourier(result: ExperimentResult, run: RunResult) -> Figure:
+    """Relative error at the target's peaks over epochs (heat map) and spectra at checkpoints."""
+    entries = run.fourier
+    peaks = entries[-1].peaks if entries else []
+    fig, (ax_heat, ax_spec) = plt.subplots(1, 2, figsize=(12, 4.2), constrained_layout=True)
+    # (epochs, peaks) -> (peaks, epochs): one row per peak frequency, as the authors drew it
+    grid = [list(col) for col in zip(*(e.relative_error_at_peaks for e in entries), strict=True)]
+    image = ax_heat.imshow(
+        grid or [[math.nan]],
+        aspect="auto",
+        origin="lower",
+        cmap="hot",
+        vmin=0.0,
+        vmax=1.0,
+        interpolation="nearest",
+    )
+    ticks = _pick(list(range(len(entries))), 10)
+    ax_heat.set_xticks(ticks, [str(entries[i].epoch) for i in ticks])
+    ax_heat.set_yticks(range(len(peaks)), [f"{p:.3g}" for p in peaks])
+    ax_heat.set(xlabel="epoch", ylabel="peak frequency", title="|ĥ − f̂| / |f̂| at the peaks")
+    fig.colorbar(image, ax=ax_heat)
+    if entries:
+        top = max(peaks, default=entries[-1].frequencies[-1])
+        limit = min(entries[-1].frequencies[-1], 2.0 * top if top > 0 else math.inf)
+        ax_spec.plot(
+            entries[0].frequencies, entries[0].target_amplitude, "k--", lw=1.5, label="target"
+        )
+        shown = _pick(entries, 3)
+        colors = plt.get_cmap("viridis")([i / max(len(shown) - 1, 1) for i in range(len(shown))])
+        for entry, color in zip(shown, colors, strict=True):
+            ax_spec.plot(
+                entry.frequencies,
+                entry.output_amplitude,
+                color=color,
+                lw=1.2,
+                label=f"output, epoch {entry.epoch}",
+            )
+        ax_spec.set_xlim(0, limit)
+        ax_spec.legend(fontsize=8)
+    ax_spec.set(xlabel="frequency", ylabel="|DFT| / n", title="Spectra")
+    ax_spec.grid(alpha=0.3)
+    note = _verdict_note(result, "fourier_low_frequency_first", run.index)
+    fig.suptitle(f"Fourier view ({_run_label(result, run)}){note}")
+    return fig
+
+
+def _verdict_note(result: ExperimentResult, claim: str, run: int | None = None) -> str:
+    """`: holds (value 1.00)` for the figure's claim, when the result carries its verdict."""
+    for verdict in result.verdicts:
+        if verdict.claim == claim and verdict.scope.get("run") == run:
+            value = "" if verdict.value is None else f" (value {verdict.value:.2f})"
+            return f": {verdict.outcome.replace('_', ' ')}{value}"
+    return ""
+
+
 def _nan(v: float | None) -> float:
     return math.nan if v is None else v
 
@@ -230,6 +288,8 @@ def _run_figures(result: ExperimentResult) -> dict[str, Callable[[], Figure]]:
         figures[f"rdf_peaks_run_{i}"] = partial(_peaks, result, run)
         if any(la.e_low is not None for c in run.checkpoints for la in c.layers):
             figures[f"filtering_run_{i}"] = partial(_filtering, result, run)
+        if run.fourier:
+            figures[f"fourier_run_{i}"] = partial(_fourier, result, run)
     return figures
 
 

@@ -9,6 +9,10 @@ from typing import Any
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dfp_engine.thresholds import VerdictThresholds
+
+_VERDICTS = VerdictThresholds()  # the engine's defaults
+
 
 class Settings(BaseSettings):
     """Every knob of dfp; each field is read from `DFP_<FIELD>` (case-insensitive)."""
@@ -33,6 +37,10 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(8, ge=0)
     db_connect_timeout: float = Field(5.0, gt=0)
     broker_connect_timeout: float = Field(3.0, gt=0)
+
+    # Event streams (GET /v1/experiments/{id}/events): a comment line this often keeps idle
+    # connections open through proxies.
+    events_heartbeat_seconds: float = Field(15.0, gt=0, description="SSE keep-alive period.")
 
     # Client side.
     url: str | None = None
@@ -90,13 +98,33 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(1, ge=1, description="Processes per CPU worker.")
     job_soft_time_limit: int = Field(6 * 3600, ge=1, description="Seconds before a run is stopped.")
     job_time_limit: int = Field(6 * 3600 + 300, ge=1, description="Seconds before it is killed.")
-    heartbeat_seconds: float = Field(5.0, gt=0, description="Heartbeat, progress and cancel poll.")
+    heartbeat_seconds: float = Field(5.0, gt=0, description="Heartbeat of a running run.")
+    progress_seconds: float = Field(
+        1.0, gt=0, description="Progress write and cancel check period of a running run."
+    )
     heartbeat_timeout: float = Field(120.0, gt=0, description="A running run this stale is lost.")
     reconcile_seconds: float = Field(30.0, gt=0, description="Period of the reconciler.")
     requeue_after: float = Field(60.0, gt=0, description="A queued run this old may be re-sent.")
     max_attempts: int = Field(3, ge=1, description="Starts of a run before it is marked failed.")
     max_result_bytes: int = Field(
         256 * 2**20, ge=1024, description="Stored curves and history of one run, in bytes."
+    )
+
+    # Verdicts (docs/method.md, "Verdicts"): what counts as one of the paper's claims holding.
+    verdict_rho: float = Field(
+        _VERDICTS.rho, gt=0, le=1, description="|Spearman ρ| an ordering claim needs."
+    )
+    verdict_filter_error: float = Field(
+        _VERDICTS.filter_error, gt=0, description="e_low / e_high at or below this: learned."
+    )
+    verdict_fourier_error: float = Field(
+        _VERDICTS.fourier_error, gt=0, description="Relative error at a peak that converged."
+    )
+    verdict_confidence: float = Field(
+        _VERDICTS.confidence, gt=0, lt=1, description="Coverage of the bootstrap over seeds."
+    )
+    verdict_bootstrap_samples: int = Field(
+        _VERDICTS.bootstrap_samples, ge=100, le=100_000, description="Bootstrap resamples."
     )
 
     @field_validator("webhook_secret")
@@ -107,6 +135,16 @@ class Settings(BaseSettings):
         if len(value.get_secret_value()) < 16:
             raise ValueError("DFP_WEBHOOK_SECRET must be at least 16 characters")
         return value
+
+    def verdict_thresholds(self) -> VerdictThresholds:
+        """The thresholds the engine's verdicts are computed with."""
+        return VerdictThresholds(
+            rho=self.verdict_rho,
+            filter_error=self.verdict_filter_error,
+            fourier_error=self.verdict_fourier_error,
+            confidence=self.verdict_confidence,
+            bootstrap_samples=self.verdict_bootstrap_samples,
+        )
 
     def resolved_database_url(self) -> str:
         """The configured database, or the embedded SQLite file."""

@@ -19,6 +19,7 @@ from dfp_engine.normalization import (
     column_statistics,
     normalize,
 )
+from dfp_engine.row_sampling import FeatureScaling, sampled_lfr
 
 if TYPE_CHECKING:
     import torch
@@ -60,6 +61,10 @@ class FrequencyResult:
     elapsed_seconds: float
     e_low: list[float | None] | None = None
     e_high: list[float | None] | None = None
+    estimator: str = "exact"  # or "row_sampled" (see dfp_engine.row_sampling)
+    rows_evaluated: int | None = None  # rows whose kernel row was evaluated: n when exact
+    lfr_ci_half_width: list[float] | None = None  # 95 % half-widths, one per δ
+    rdf_ci_half_width: list[float] | None = None  # 95 % half-widths, one per RDF value
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -155,6 +160,17 @@ def _check_inputs(z: np.ndarray, y: np.ndarray, *, z_finite: bool | None = None)
         raise ValueError("labels contain NaN or inf")
 
 
+def _check_ci(ci: float | None, predictions: ArrayLike | None) -> None:
+    if ci is None:
+        return
+    if isinstance(ci, bool) or not isinstance(ci, int | float) or not math.isfinite(ci):
+        raise ValueError(f"ci must be a finite number, got {ci!r}")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must lie strictly between 0 and 1, got {ci}")
+    if predictions is not None:
+        raise ValueError("ci: the row-sampled estimator does not run the filtering test")
+
+
 def _resolve_device(device: str | torch.device) -> str:
     """'cpu', or a CUDA device that exists ('auto' picks CUDA when there is one)."""
     name = str(device)
@@ -187,6 +203,8 @@ def analyze_frequency(
     n_classes: int | None = None,
     stream_memory: int | None = None,
     on_progress: Callable[[float], None] | None = None,
+    ci: float | None = None,
+    seed: int = 0,
 ) -> FrequencyResult:
     """LFR(δ), RDF over 1/δ and its peak and mean for the function {(features_i, labels_i)}.
 
@@ -198,6 +216,9 @@ def analyze_frequency(
     cores); `backend` picks numpy or torch for the tiles (default: numpy on the CPU).
     Features given as an `np.memmap` are streamed from their file, never loaded whole
     (CPU only); `stream_memory` caps the bytes of rows the tiles then hold.
+    With `ci` = W, LFR is estimated from sampled rows (seeded by `seed`) until its 95 %
+    half-width is at most W at every δ (dfp_engine.row_sampling; docs/method.md §2a); when that
+    needs half the rows or more, the exact result is computed instead.
     """
     start = time.perf_counter()
     if normalization not in NORMALIZATION_MODES:
@@ -205,22 +226,62 @@ def analyze_frequency(
     precision = str(np.dtype(dtype) if isinstance(dtype, type) else dtype).removeprefix("torch.")
     if precision not in DTYPES:
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    _check_ci(ci, predictions)
     dev = _resolve_device(device)
     z = as_features(features)
     y = as_targets(labels, n_classes)
     # A memory-mapped z is streamed: statistics in one chunked pass, scaling applied per tile.
+    # The row-sampled estimator reads any z that way.
     streamed = isinstance(z, np.memmap)
-    stats = column_statistics(z) if streamed else None
+    stats = column_statistics(z) if streamed or ci is not None else None
     _check_inputs(z, y, z_finite=None if stats is None else stats.finite)
     power = float((y * y).sum())
     if power == 0.0:
         raise ValueError("labels are all zero: the low frequency ratio is undefined")
+    mean_y = y.mean(axis=0)
+    limit = float((mean_y * mean_y).sum() / (power / y.shape[0]))
+
+    if ci is not None:
+        assert stats is not None
+        scaling = FeatureScaling.from_statistics(stats, normalization)
+        # the automatic grid looks at the same seeded row sample as on the exact path
+        sample = scaling.apply(z[grid_sample_rows(z.shape[0])], DTYPES[precision])
+        grid = _resolve_grid(sample, deltas, inverse_deltas, auto_deltas)
+        estimate = sampled_lfr(
+            z, scaling, y, grid, ci, seed=seed, block_size=block_size, dtype=DTYPES[precision],
+            threads=threads, device=dev, backend=backend, on_progress=on_progress,
+        )  # fmt: skip
+        if estimate is not None:
+            density = ratio_density(grid, estimate.lfr)
+            return FrequencyResult(
+                deltas=grid,
+                inverse_deltas=[1.0 / d for d in grid],
+                lfr=estimate.lfr,
+                rdf_inverse_deltas=density.inverse_deltas,
+                rdf=density.rdf,
+                peak_inverse_delta=density.peak_inverse_delta,
+                mean_inverse_delta=density.mean_inverse_delta,
+                lfr_limit=limit,
+                normalization=normalization,
+                n_samples=int(z.shape[0]),
+                dim=int(z.shape[1]),
+                n_outputs=y.shape[1],
+                device=dev,
+                dtype=precision,
+                block_size=block_size,
+                elapsed_seconds=time.perf_counter() - start,
+                estimator="row_sampled",
+                rows_evaluated=estimate.rows,
+                lfr_ci_half_width=estimate.lfr_half_width,
+                rdf_ci_half_width=estimate.rdf_half_width,
+            )
 
     scale: np.ndarray | None = None
-    if stats is None:
+    if not streamed:
         zn = normalize(z.astype(DTYPES[precision], copy=False), normalization)
         grid = _resolve_grid(zn, deltas, inverse_deltas, auto_deltas)
     else:
+        assert stats is not None
         zn = z
         scale = 1.0 / column_divisors(stats, normalization)
         grid = _resolve_grid(z, deltas, inverse_deltas, auto_deltas, scale)
@@ -262,8 +323,7 @@ def analyze_frequency(
         e_high = _relative_errors(high[:, :, c:], high[:, :, :c])
 
     density = ratio_density(grid, lfr)
-    mean_y = y.mean(axis=0)
-    limit = float((mean_y * mean_y).sum() / (power / y.shape[0]))
+    exact_ci = ci is not None  # an interval was asked for: the exact result's is zero
     return FrequencyResult(
         deltas=grid,
         inverse_deltas=[1.0 / d for d in grid],
@@ -283,6 +343,9 @@ def analyze_frequency(
         elapsed_seconds=time.perf_counter() - start,
         e_low=e_low,
         e_high=e_high,
+        rows_evaluated=int(z.shape[0]),
+        lfr_ci_half_width=[0.0] * len(grid) if exact_ci else None,
+        rdf_ci_half_width=[0.0] * (len(grid) - 1) if exact_ci else None,
     )
 
 

@@ -364,9 +364,14 @@ def lowpass_sums(
     backend: Backend | None = None,
     scale: np.ndarray | None = None,
     stream_memory: int | None = None,
+    strips: range | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> LowpassSums:
     """Off-diagonal Gaussian kernel sums of `values` for every δ (see module docstring).
+
+    With `strips` (a range of row-strip indices, strips of `block_size` rows) only those strips'
+    tiles are visited: partial sums, which added over a partition of all strips give the whole
+    (dfp_engine.fanout).
 
     The features filtered are z * scale (`scale`: one multiplier per column, default 1).
     An `np.memmap` z is streamed from its file, never copied whole; `stream_memory` caps the
@@ -386,6 +391,9 @@ def lowpass_sums(
         raise ValueError(f"block_size must be positive, got {b}")
     n_blocks = -(-n // b)
     padded = n_blocks * b
+    chosen = range(n_blocks) if strips is None else strips
+    if chosen.step != 1 or not 0 <= chosen.start <= chosen.stop <= n_blocks:
+        raise ValueError(f"strips must be a contiguous range within 0 … {n_blocks}, got {strips}")
 
     # Work with δ descending, so the bandwidths that reach the exp floor form a suffix.
     order = sorted(range(m), key=lambda i: -deltas[i])
@@ -425,9 +433,9 @@ def lowpass_sums(
     if streamed:
         budget = STREAM_MEMORY if stream_memory is None else stream_memory
         group = stream_group(n_blocks, b * width * np.dtype(dtype).itemsize, workers, budget)
-        totals = _run_groups(ops, n_blocks, workers, group, quiet, on_progress)
+        totals = _run_groups(ops, n_blocks, workers, group, quiet, on_progress, chosen)
     else:
-        totals = _run_strips(make_worker, n_blocks, b, workers, quiet, on_progress)
+        totals = _run_strips(make_worker, n_blocks, b, workers, quiet, on_progress, chosen)
     back = np.argsort(order)
     sums = totals[back, :n]  # (m, n, kp) in the caller's δ order
     return LowpassSums(values=sums[:, :, :k], weights=sums[:, :, k])
@@ -453,11 +461,15 @@ def _run_strips(
     workers: int,
     quiet: AbstractContextManager[object],
     on_progress: Callable[[float], None] | None,
+    strips: range | None = None,
 ) -> np.ndarray:
-    """Run every strip on `workers` threads; the float64 totals (m, N, kp), summed in order."""
-    shares = _balanced_strips(n_blocks, workers)
+    """Run the strips (default all) on `workers` threads; float64 totals (m, N, kp), summed in
+    order."""
+    strips = range(n_blocks) if strips is None else strips
+    loads = [n_blocks - strip for strip in strips]
+    shares = [[strips[i] for i in share] for share in _balanced_shares(loads, workers)]
     results: list[np.ndarray | None] = [None] * workers
-    total_tiles = n_blocks * (n_blocks + 1) // 2
+    total_tiles = max(1, sum(loads))
     done = [0] * workers
 
     def work(w: int) -> None:
@@ -492,21 +504,23 @@ def _run_groups(
     group: int,
     quiet: AbstractContextManager[object],
     on_progress: Callable[[float], None] | None,
+    chosen: range | None = None,
 ) -> np.ndarray:
     """Streamed tiles: each worker holds a group of strips' left rows and reads every column
     block once per group; float64 totals (m, N, kp), summed in a fixed order."""
     b = ops.block
-    firsts = list(range(0, n_blocks, group))
-    loads = [sum(n_blocks - s for s in range(g, min(g + group, n_blocks))) for g in firsts]
+    chosen = range(n_blocks) if chosen is None else chosen
+    firsts = list(range(chosen.start, chosen.stop, group))
+    loads = [sum(n_blocks - s for s in range(g, min(g + group, chosen.stop))) for g in firsts]
     shares = _balanced_shares(loads, workers)
     results: list[np.ndarray | None] = [None] * workers
-    total_tiles = n_blocks * (n_blocks + 1) // 2
+    total_tiles = max(1, sum(loads))
     done = [0] * workers
 
     def work(w: int) -> None:
         worker = _NumpyWorker(ops)
         for index in shares[w]:
-            strips = range(firsts[index], min(firsts[index] + group, n_blocks))
+            strips = range(firsts[index], min(firsts[index] + group, chosen.stop))
             lefts = [ops.left(s * b) for s in strips]  # group * (b, w) held for the pass
             for jb in range(strips[0], n_blocks):
                 right = ops.right_block(jb * b)  # (b, w), read once for the whole group
@@ -531,7 +545,10 @@ def _run_workers(
     """work(0) on this thread, work(1 … workers-1) on helper threads, all joined; a helper's
     exception is re-raised here."""
     if workers == 1:
-        work(0)
+        # BLAS stays single-threaded here too: its own threads on these small GEMMs spin and
+        # contend (25x slower at n = 3000 on 2 busy cores).
+        with quiet:
+            work(0)
         return
     errors: list[BaseException] = []
     with quiet:
@@ -585,11 +602,6 @@ def _balanced_shares(loads: list[int], workers: int) -> list[list[int]]:
         shares[w].append(item)
         load[w] += cost
     return shares
-
-
-def _balanced_strips(n_blocks: int, workers: int) -> list[list[int]]:
-    """Strips for each worker, longest first to the least loaded: even and deterministic."""
-    return _balanced_shares([n_blocks - strip for strip in range(n_blocks)], workers)
 
 
 def _cpu_count() -> int:

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from dfp_engine.frequency import FrequencyResult
 
 RunStatus = Literal["succeeded", "failed", "cancelled"]
+Outcome = Literal["holds", "does_not_hold", "inconclusive"]
 
 
 class ResultModel(BaseModel):
@@ -39,6 +40,10 @@ class LayerAnalysis(ResultModel):
     n_samples: int | None = None
     e_low: list[float] | None = None
     e_high: list[float] | None = None
+    estimator: Literal["exact", "row_sampled"] = "exact"
+    rows_evaluated: int | None = Field(None, description="Rows whose kernel row was evaluated.")
+    lfr_ci_half_width: list[float] | None = Field(None, description="95 % half-width per δ.")
+    rdf_ci_half_width: list[float] | None = Field(None, description="95 % half-width per RDF.")
 
     @classmethod
     def from_frequency(cls, layer: str, result: FrequencyResult) -> LayerAnalysis:
@@ -58,6 +63,10 @@ class LayerAnalysis(ResultModel):
             n_samples=result.n_samples,
             e_low=_finite_or_none(result.e_low),  # type: ignore[arg-type]
             e_high=_finite_or_none(result.e_high),  # type: ignore[arg-type]
+            estimator=result.estimator,  # type: ignore[arg-type]
+            rows_evaluated=result.rows_evaluated,
+            lfr_ci_half_width=result.lfr_ci_half_width,
+            rdf_ci_half_width=result.rdf_ci_half_width,
         )
 
 
@@ -65,6 +74,24 @@ def _finite_or_none(values: list[float | None] | None) -> list[float | None] | N
     if values is None:
         return None
     return [v if v is not None and math.isfinite(v) else None for v in values]
+
+
+class FourierAnalysis(ResultModel):
+    """Spectra of the target and the network's output at one checkpoint (docs/method.md).
+
+    Frequencies are angular, in the units of the input: sin(k·x) sits at k."""
+
+    epoch: int
+    method: Literal["dft", "nudft"] = Field(
+        ..., description="dft on a uniform 1-D grid, else the non-uniform transform."
+    )
+    direction: list[float] = Field(..., description="Unit direction the inputs are projected on.")
+    frequencies: list[float]
+    target_amplitude: list[float] = Field(..., description="|f̂(k)|, normalised by n.")
+    output_amplitude: list[float] = Field(..., description="|ĥ(k)|, normalised by n.")
+    peaks: list[float] = Field(..., description="Frequencies of the target's peaks, ascending.")
+    peak_indices: list[int]
+    relative_error_at_peaks: list[float] = Field(..., description="|ĥ(k) − f̂(k)| / |f̂(k)|.")
 
 
 class Checkpoint(ResultModel):
@@ -108,6 +135,11 @@ class RunResult(ResultModel):
     checkpoints: list[Checkpoint] = Field(default_factory=list)
     elapsed_seconds: float = 0.0
     analysis_seconds: float = 0.0
+    fourier: list[FourierAnalysis] = Field(
+        default_factory=list, description="With analysis.fourier: one entry per checkpoint."
+    )
+    repeat: int = Field(0, description="Which of the spec's `repeats` of this sweep value.")
+    seed: int | None = Field(None, description="training.seed of this run.")
 
 
 class SummaryRow(ResultModel):
@@ -132,6 +164,18 @@ class Environment(ResultModel):
     numpy: str | None = None
 
 
+class Verdict(ResultModel):
+    """Whether one of the paper's claims holds in what was measured (docs/method.md, Verdicts)."""
+
+    claim: str
+    scope: dict[str, Any] = Field(..., description="Which run, checkpoint, sweep or seeds.")
+    statistic: str
+    value: float | None
+    threshold: float
+    outcome: Outcome
+    detail: str
+
+
 class ExperimentResult(ResultModel):
     spec: dict[str, Any]
     status: RunStatus
@@ -139,3 +183,4 @@ class ExperimentResult(ResultModel):
     environment: Environment
     runs: list[RunResult]
     summary: list[SummaryRow] = Field(default_factory=list)
+    verdicts: list[Verdict] = Field(default_factory=list)

@@ -30,6 +30,7 @@ from dfp_engine.results import (
     Environment,
     ErrorInfo,
     ExperimentResult,
+    FourierAnalysis,
     HistoryPoint,
     LayerAnalysis,
     RunResult,
@@ -46,6 +47,7 @@ from dfp_engine.spec import (
     resolve_layer,
     resolve_layers,
 )
+from dfp_engine.thresholds import VerdictThresholds
 from dfp_engine.training import (
     SMALL_ANALYSIS_WORK,
     StopReason,
@@ -53,6 +55,7 @@ from dfp_engine.training import (
     resolve_device,
     seeded,
 )
+from dfp_engine.verdicts import compute_verdicts
 
 # With history_every unset, log about this many points per run (plus checkpoints and the end).
 HISTORY_POINTS = 1000
@@ -143,14 +146,18 @@ class _Run:
         self.on_progress, self.on_checkpoint = on_progress, on_checkpoint
         self.history: list[HistoryPoint] = []
         self.checkpoints: list[Checkpoint] = []
+        self.fourier: list[FourierAnalysis] = []
         self.analysis_seconds = 0.0
         self.steps_to_target: int | None = None
         self.epochs_to_target: int | None = None
         self.stop_reason: str | None = None
         value = spec.run_values()[index]
-        self.label = f"run {index + 1}/{self.n_runs}" + (
+        # Runs are numbered from 0 everywhere: the API's `run` filter, figure names, messages.
+        self.label = f"run {index} of {self.n_runs}" + (
             f" ({spec.sweep.field}={value})" if spec.sweep is not None else ""
         )
+        if spec.repeats > 1:
+            self.label += f" (seed {run.training.seed})"
 
     def progress(self, epoch: int, step: int, loss: float | None, message: str) -> None:
         if self.on_progress is None:
@@ -202,10 +209,51 @@ def _analyse(
             device=device,
             threads=1 if device.type == "cpu" and work < SMALL_ANALYSIS_WORK else None,
             n_classes=data.n_classes,
+            ci=spec.ci,
             **grid_arguments(spec),
         )
         out.append(LayerAnalysis.from_frequency(name, result))
     return out
+
+
+def _fourier(
+    run: ExperimentSpec, model: Network, data: Dataset, device: torch.device, epoch: int
+) -> FourierAnalysis:
+    """Spectra of the target and the output over the whole train split (docs/method.md)."""
+    from dfp_engine.fourier import compare
+
+    if data.task != "regression" or data.n_outputs != 1 or len(data.input_shape) != 1:
+        raise ValueError(
+            "analysis.fourier: needs one real-valued target on vector inputs; this dataset has "
+            f"{data.task} targets with {data.n_outputs} output(s) on inputs of shape "
+            f"{data.input_shape}"
+        )
+    model.eval()
+    with torch.no_grad():
+        output = model(data.x_train.to(device)).cpu().numpy()[:, 0]
+    model.train()
+    if not np.isfinite(output).all():
+        raise _DivergedError("the output holds NaN or inf values")
+    x = data.x_train.numpy().astype(np.float64)
+    spec = run.analysis
+    f, h, found, errors = compare(
+        x,
+        data.y_train.numpy()[:, 0].astype(np.float64),
+        output.astype(np.float64),
+        direction=spec.fourier_direction,
+        floor=spec.fourier_peak_floor,
+    )
+    return FourierAnalysis(
+        epoch=epoch,
+        method="dft" if f.method == "dft" else "nudft",
+        direction=f.direction.tolist(),
+        frequencies=f.frequencies.tolist(),
+        target_amplitude=f.amplitude.tolist(),
+        output_amplitude=h.amplitude.tolist(),
+        peaks=f.frequencies[found].tolist(),
+        peak_indices=found.tolist(),
+        relative_error_at_peaks=errors.tolist(),
+    )
 
 
 def run_one(
@@ -271,6 +319,8 @@ def _train(
         t0 = time.perf_counter()
         try:
             layer_results = _analyse(run, model, x_a, y_a, layers, data, device)
+            if run.analysis.fourier:
+                state.fourier.append(_fourier(run, model, data, device, epoch))
         except _DivergedError as exc:
             return ErrorInfo(code="diverged", message=f"at epoch {epoch}: {exc}")
         finally:
@@ -380,9 +430,12 @@ def _finish(
         epochs_to_target=state.epochs_to_target,
         history=state.history,
         checkpoints=state.checkpoints,
+        fourier=state.fourier,
         elapsed_seconds=time.perf_counter() - started,
         analysis_seconds=state.analysis_seconds,
         stop_reason=state.stop_reason,
+        repeat=state.index % state.spec.repeats,
+        seed=state.run.training.seed,
         **base,
     )
 
@@ -425,7 +478,10 @@ def environment(spec: ExperimentSpec, device: str) -> Environment:
 
 
 def assemble(
-    spec: ExperimentSpec, runs: list[RunResult], environment: Environment
+    spec: ExperimentSpec,
+    runs: list[RunResult],
+    environment: Environment,
+    thresholds: VerdictThresholds | None = None,
 ) -> ExperimentResult:
     """The experiment's result: cancelled if any run was, else failed if any failed."""
     status: RunStatus = "succeeded"
@@ -439,7 +495,7 @@ def assemble(
                     code=hit.error.code, message=f"run {hit.index}: {hit.error.message}"
                 )
             break
-    return ExperimentResult(
+    result = ExperimentResult(
         spec=spec.model_dump(mode="json"),
         status=status,
         error=error,
@@ -447,6 +503,7 @@ def assemble(
         runs=runs,
         summary=summarize(spec, runs),
     )
+    return result.model_copy(update={"verdicts": compute_verdicts(result, thresholds)})
 
 
 def run_experiment(
@@ -455,8 +512,9 @@ def run_experiment(
     on_progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
     on_checkpoint: CheckpointCallback | None = None,
+    thresholds: VerdictThresholds | None = None,
 ) -> ExperimentResult:
-    """Every run of the spec, one after another, assembled into one result."""
+    """Every run of the spec, one after another, assembled into one result with its verdicts."""
     device = str(resolve_device(spec.training.device))
     runs = [
         run_one(
@@ -468,4 +526,4 @@ def run_experiment(
         )
         for i in range(len(spec.run_values()))
     ]
-    return assemble(spec, runs, environment(spec, device))
+    return assemble(spec, runs, environment(spec, device), thresholds)

@@ -152,6 +152,16 @@ def write_bad(tmp_path: Path, kind: str) -> list[str]:
         return [str(good_x), str(good_y), "--deltas", "1,2", "--auto-deltas", "5"]
     if kind == "bad-mode":
         return [str(good_x), str(good_y), "--normalize", "l2"]
+    if kind == "ci-range":
+        return [str(good_x), str(good_y), "--ci", "0"]
+    if kind == "ci-predictions":
+        np.save(tmp_path / "p.npy", np.zeros((10, 2)))
+        return [str(good_x), str(good_y), "--ci", "0.01", "--predictions", str(tmp_path / "p.npy")]
+    if kind == "truncated":
+        np.save(tmp_path / "big.npy", np.zeros((100, 4)))
+        data = (tmp_path / "big.npy").read_bytes()
+        (tmp_path / "cut.npy").write_bytes(data[: len(data) // 2])
+        return [str(tmp_path / "cut.npy"), str(good_y)]
     if kind == "suffix":
         (tmp_path / "x.txt").write_text("1,2")
         return [str(tmp_path / "x.txt"), str(good_y)]
@@ -175,6 +185,9 @@ def write_bad(tmp_path: Path, kind: str) -> list[str]:
         ("two-grids", "only one of"),
         ("bad-mode", "--normalize"),
         ("suffix", ".npy, .npz or .csv"),
+        ("ci-range", "--ci must lie strictly between 0 and 1"),
+        ("ci-predictions", "--ci: the row-sampled estimator"),
+        ("truncated", "cannot read features"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -186,6 +199,33 @@ def test_bad_input_is_one_line_and_exit_2(
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith("error: ") and message in lines[0]
+
+
+def test_ci_estimates_from_sampled_rows_of_a_mapped_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, size=3000)
+    x = (rng.normal(size=(3, 6))[labels] + rng.normal(scale=1.5, size=(3000, 6))).astype("f4")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", labels)
+    args = ["analyze", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--deltas", "0.05,0.5"]
+    code, out, _ = run([*args, "--ci", "0.02", "--json"], capsys)
+    assert code == 0
+    sampled = json.loads(out)
+    assert sampled["estimator"] == "row_sampled"
+    assert 0 < sampled["rows_evaluated"] < 1500
+    assert len(sampled["lfr_ci_half_width"]) == 2 and max(sampled["lfr_ci_half_width"]) <= 0.02
+    assert len(sampled["rdf_ci_half_width"]) == 1
+    code, out, _ = run([*args, "--json"], capsys)
+    exact = json.loads(out)
+    assert exact["estimator"] == "exact" and exact["lfr_ci_half_width"] is None
+    for value, truth, half in zip(
+        sampled["lfr"], exact["lfr"], sampled["lfr_ci_half_width"], strict=True
+    ):
+        assert abs(value - truth) <= 3 * half
+    code, out, _ = run([*args, "--ci", "0.02"], capsys)
+    assert code == 0 and "+-95%" in out and "estimator row_sampled" in out
 
 
 def test_installed_entry_point_reports_without_traceback(tmp_path: Path) -> None:

@@ -245,6 +245,22 @@ def test_filtering_test_adds_e_low_and_e_high_in_input_space() -> None:
     assert last.e_low[0] < first.e_low[0]  # training fits the low frequencies
 
 
+def test_analysis_ci_estimates_each_layer_from_sampled_rows() -> None:
+    spec = tiny_1d(
+        dataset={"n_points": 3000},
+        training={"epochs": 2},
+        analysis={"checkpoints": [0, 2], "ci": 0.05},
+    )
+    run = run_one(spec, 0)
+    for checkpoint in run.checkpoints:
+        for layer in checkpoint.layers:
+            assert layer.estimator == "row_sampled", layer.layer
+            assert layer.rows_evaluated is not None and layer.rows_evaluated <= 1000
+            assert layer.lfr_ci_half_width is not None and max(layer.lfr_ci_half_width) <= 0.05
+            assert layer.rdf_ci_half_width is not None
+            assert len(layer.rdf_ci_half_width) == len(layer.rdf)
+
+
 def test_bad_data_or_devices_raise_value_errors(tmp_path: Any) -> None:
     missing = ExperimentSpec.model_validate({"dataset": {"kind": "mnist", "root": str(tmp_path)}})
     with pytest.raises(ValueError, match="no mnist data"):

@@ -107,6 +107,11 @@ def test_json_and_yaml_load_alike(tmp_path: Path) -> None:
         ({"analysis": {"layers": [-9]}}, "analysis.layers[0]: unknown layer '-9'"),
         ({"analysis": {"summary_layer": "head.1"}}, "analysis.summary_layer: unknown layer"),
         ({"analysis": {"normalize": "l2"}}, "analysis.normalize: Input should be"),
+        ({"analysis": {"ci": 0}}, "analysis.ci: Input should be greater than 0"),
+        (
+            {"analysis": {"ci": 0.01, "filtering_test": True}},
+            "analysis.ci: the row-sampled estimator does not run the filtering test",
+        ),
         ({"sweep": {"field": "model.depth", "values": []}}, "sweep.values: List should have"),
         ({"sweep": {"field": "model.nope", "values": [1]}}, "sweep.field: 'model.nope' names no"),
         ({"sweep": {"field": "name.x", "values": [1]}}, "sweep.field: 'name.x' cannot be swept"),
@@ -200,6 +205,7 @@ def test_the_json_schema_describes_every_part() -> None:
         "training",
         "analysis",
         "sweep",
+        "repeats",
     }
     json.dumps(schema)
 

@@ -13,6 +13,7 @@ stores what they missed).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -47,13 +48,17 @@ TOO_LARGE = "too_large"  # its result outgrew max_result_bytes
 
 
 class RunMonitor:
-    """Heartbeats, flushes the latest progress and watches the cancel flag every `interval` s;
-    stores checkpoints as they come while the result stays under `max_bytes`."""
+    """Flushes the latest progress and watches the cancel flag every `interval` s, heartbeats
+    at least every `heartbeat` s; stores checkpoints as they come while the result stays under
+    `max_bytes`."""
 
-    def __init__(self, db: Database, lease: Lease, interval: float, max_bytes: int) -> None:
+    def __init__(
+        self, db: Database, lease: Lease, interval: float, heartbeat: float, max_bytes: int
+    ) -> None:
         self.db = db
         self.lease = lease
         self.interval = interval
+        self.heartbeat_every = heartbeat
         self.max_bytes = max_bytes
         self.stored_bytes = 0
         self.refused_bytes = 0  # what storing the checkpoint that broke the limit would take
@@ -61,6 +66,7 @@ class RunMonitor:
         self.stop_reason: str | None = None
         self._latest: ProgressReport | None = None
         self._written: ProgressReport | None = None
+        self._beaten_at = -math.inf
         self._stop = threading.Event()
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dfp-run-monitor", daemon=True)
@@ -119,9 +125,16 @@ class RunMonitor:
     def _beat(self) -> None:
         latest = self._latest
         progress = latest if latest is not self._written else None
+        now = time.monotonic()
+        # Progress goes out as soon as there is news; a bare heartbeat only when one is due.
+        # Either way the cancel flag is read, so a cancel stops the run within `interval`.
+        beat = progress is not None or now - self._beaten_at >= self.heartbeat_every
         try:
             with self.db.unit_of_work() as uow:
-                reply = lifecycle.heartbeat(uow.session, self.lease, progress)
+                if beat:
+                    reply = lifecycle.heartbeat(uow.session, self.lease, progress)
+                else:
+                    reply = lifecycle.lease_state(uow.session, self.lease)
         except Exception as exc:
             if isinstance(exc, SQLAlchemyError) and is_transient(exc):
                 log.warning("heartbeat of run %s failed; retrying: %s", self.lease.run_id, exc)
@@ -129,6 +142,8 @@ class RunMonitor:
                 log.exception("heartbeat of run %s failed; retrying", self.lease.run_id)
             return
         self._written = latest
+        if beat:
+            self._beaten_at = now
         if not reply.lease_valid:
             self.stop(LEASE_LOST)
         elif reply.cancel_requested:
@@ -156,7 +171,12 @@ def execute(ctx: WorkerContext, run_id: int) -> None:
         return
     log.info("run %s: attempt %s started", run_id, lease.attempt)
     try:
-        _execute(ctx, lease)
+        if lease.kind == "analysis":
+            from worker.analysis import execute_analysis
+
+            execute_analysis(ctx, lease)
+        else:
+            _execute(ctx, lease)
     except (SystemExit, KeyboardInterrupt):
         # SIGTERM to this pool process: hand the run back on the way out (one try; if the
         # database is away too, the reconciler finds the run by its missing heartbeat).
@@ -197,7 +217,13 @@ def _claim(ctx: WorkerContext, run_id: int) -> Lease | None:
 def _run(ctx: WorkerContext, lease: Lease, spec: ExperimentSpec) -> tuple[RunResult, RunMonitor]:
     """The engine's result for the leased run; its failures become failed results."""
     settings = ctx.settings
-    monitor = RunMonitor(ctx.db, lease, settings.heartbeat_seconds, settings.max_result_bytes)
+    monitor = RunMonitor(
+        ctx.db,
+        lease,
+        min(settings.progress_seconds, settings.heartbeat_seconds),
+        settings.heartbeat_seconds,
+        settings.max_result_bytes,
+    )
     with monitor:
         try:
             with engine_spec(ctx.db, settings, spec) as readable:

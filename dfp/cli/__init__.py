@@ -30,6 +30,7 @@ def _root() -> None:
 
 
 # Imported for their side effect of registering commands on `app`.
+from dfp.cli import analyses as _analyses  # noqa: E402,F401
 from dfp.cli import analyze as _analyze  # noqa: E402,F401
 from dfp.cli import client as _client  # noqa: E402,F401
 from dfp.cli import datasets as _datasets  # noqa: E402,F401

@@ -31,15 +31,22 @@ def parse_float_list(text: str, option: str) -> list[float]:
 def format_table(result: FrequencyResult) -> str:
     """A readable table of δ, 1/δ, LFR and RDF with the summaries underneath."""
     rdf_by_u = dict(zip(result.rdf_inverse_deltas, result.rdf, strict=True))
+    halves = result.lfr_ci_half_width
     lines = [f"{'delta':>12} {'1/delta':>12} {'LFR':>10} {'RDF':>12}"]
-    for d, u, lfr in zip(result.deltas, result.inverse_deltas, result.lfr, strict=True):
+    if halves is not None:
+        lines[0] = f"{'delta':>12} {'1/delta':>12} {'LFR':>10} {'+-95%':>9} {'RDF':>12}"
+    for q, (d, u, lfr) in enumerate(
+        zip(result.deltas, result.inverse_deltas, result.lfr, strict=True)
+    ):
         rdf = f"{rdf_by_u[u]:12.5g}" if u in rdf_by_u else f"{'':>12}"
-        lines.append(f"{d:12.5g} {u:12.5g} {lfr:10.6f} {rdf}")
+        half = f" {halves[q]:9.2e}" if halves is not None else ""
+        lines.append(f"{d:12.5g} {u:12.5g} {lfr:10.6f}{half} {rdf}")
     peak, mean = result.peak_inverse_delta, result.mean_inverse_delta
     lines += [
         "",
         f"samples {result.n_samples}, dim {result.dim}, outputs {result.n_outputs}, "
         f"normalization {result.normalization}, device {result.device}",
+        f"estimator {result.estimator}, rows evaluated {result.rows_evaluated}",
         f"LFR limit (delta -> inf) {result.lfr_limit:.6f}",
         f"RDF peak at 1/delta = {peak:.5g}" if peak is not None else "RDF peak: none",
         f"RDF-weighted mean 1/delta = {mean:.5g}" if mean is not None else "RDF mean: undefined",
@@ -67,6 +74,14 @@ def analyze(
     ] = None,
     block_size: Annotated[int | None, typer.Option(help="Rows per tile.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+    ci: Annotated[
+        float | None,
+        typer.Option(
+            help="Estimate LFR from sampled rows until its 95 % half-width is at most W at "
+            "every δ (exact when that needs half the rows).",
+            metavar="W",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     out: Annotated[Path | None, typer.Option(help="Also write the JSON result here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Draw LFR and RDF against 1/δ (PNG).")] = None,
@@ -83,11 +98,16 @@ def analyze(
         fail(f"--block-size must be positive, got {block_size}")
     if auto_deltas is not None and auto_deltas < 2:
         fail(f"--auto-deltas needs at least 2 values, got {auto_deltas}")
+    if ci is not None and not 0 < ci < 1:
+        fail(f"--ci must lie strictly between 0 and 1, got {ci}")
+    if ci is not None and predictions is not None:
+        fail("--ci: the row-sampled estimator does not run the filtering test (--predictions)")
     if plot is not None and plot.suffix.lower() != ".png":
         fail(f"--plot: '{plot}' must be a .png file")
     grid = parse_float_list(deltas, "--deltas") if deltas is not None else None
     inverse = parse_float_list(inverse_deltas, "--inverse-deltas") if inverse_deltas else None
-    x = load_array(features, "features")
+    # With --ci the features are only read in chunks: a mapped .npy is never loaded whole.
+    x = load_array(features, "features", mapped=ci is not None)
     y = load_array(labels, "labels")
     p = load_array(predictions, "predictions") if predictions is not None else None
     from dfp_engine.frequency import analyze_frequency  # numpy on the CPU; torch only for CUDA
@@ -105,6 +125,7 @@ def analyze(
                 block_size=block_size,
                 device=device,
                 on_progress=on_progress,
+                ci=ci,
             )
     except (ValueError, RuntimeError) as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)

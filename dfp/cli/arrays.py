@@ -13,8 +13,11 @@ from dfp.cli.errors import fail
 NPZ_KEYS = {"features": ("features", "x", "z", "inputs"), "labels": ("labels", "y", "targets")}
 
 
-def load_array(path: Path, role: str) -> np.ndarray:
-    """Load one array; `role` ('features' or 'labels') picks the key in a multi-array .npz."""
+def load_array(path: Path, role: str, *, mapped: bool = False) -> np.ndarray:
+    """Load one array; `role` ('features' or 'labels') picks the key in a multi-array .npz.
+
+    With `mapped`, an .npy is memory-mapped read-only: it is read in place, never copied whole.
+    """
     if not path.exists():
         fail(f"{role} file '{path}' does not exist")
     if path.is_dir():
@@ -22,9 +25,10 @@ def load_array(path: Path, role: str) -> np.ndarray:
     if path.stat().st_size == 0:
         fail(f"{role} file '{path}' is empty")
     suffix = path.suffix.lower()
+    array: np.ndarray
     try:
         if suffix == ".npy":
-            array = np.asarray(np.load(path, allow_pickle=False))
+            array = np.load(path, allow_pickle=False, mmap_mode="r" if mapped else None)
         elif suffix == ".npz":
             array = _from_npz(path, role)
         elif suffix == ".csv":

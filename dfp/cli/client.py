@@ -17,7 +17,7 @@ import typer
 from dfp.cli import app
 from dfp.cli.errors import fail
 from dfp.cli.options import ApiKeyOption, UrlOption, load_settings
-from dfp.cli.progress import progress_callback
+from dfp.cli.progress import progress_bar
 from dfp.errors import DfpError
 
 if TYPE_CHECKING:
@@ -62,12 +62,26 @@ def describe(experiment: ExperimentPublic) -> str:
     return "\n".join(lines)
 
 
+def progress_line(experiment: ExperimentPublic) -> str:
+    """The bar's text: runs done, then the latest report (run, epoch, loss)."""
+    progress = experiment.progress
+    line = f"{experiment.status}  {progress.runs_finished}/{progress.n_runs} runs"
+    if progress.message:
+        line += f"  {progress.message}"
+    if progress.train_loss is not None and not experiment.is_terminal:
+        line += f"  loss {progress.train_loss:.4g}"
+    return line
+
+
 def wait_with_progress(
     client: Client, experiment_id: str, timeout: float | None
 ) -> ExperimentPublic:
-    with progress_callback(f"experiment {experiment_id[:8]}") as on_progress:
+    """Follow the experiment's event stream with a bar (at a terminal) until it is terminal."""
+    with progress_bar(f"experiment {experiment_id[:8]}") as update:
         return client.wait(
-            experiment_id, timeout, on_update=lambda e: on_progress(e.progress.fraction)
+            experiment_id,
+            timeout,
+            on_update=lambda e: update(e.progress.fraction, progress_line(e)),
         )
 
 
@@ -148,6 +162,9 @@ def wait_command(
 def results(
     experiment_id: Annotated[str, typer.Argument(help="Experiment id.")],
     csv: Annotated[bool, typer.Option("--csv", help="A flat CSV table instead of JSON.")] = False,
+    verdicts: Annotated[
+        bool, typer.Option("--verdicts", help="Whether the paper's claims hold, one per line.")
+    ] = False,
     out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
     run: RunOption = None,
     layer: LayerOption = None,
@@ -162,7 +179,12 @@ def results(
             text = client.results_csv(experiment_id, run=runs, layer=layers, epoch=epochs)
         else:
             result = client.results(experiment_id, run=runs, layer=layers, epoch=epochs)
-            text = result.model_dump_json(indent=2) + "\n"
+            if verdicts:
+                from dfp.cli.verdicts import verdict_table
+
+                text = verdict_table(result.verdicts) + "\n"
+            else:
+                text = result.model_dump_json(indent=2) + "\n"
     if out is None:
         sys.stdout.write(text)
         return

@@ -17,6 +17,7 @@ import typer
 from dfp.cli import app
 from dfp.cli.errors import fail
 from dfp.cli.progress import progress_bar
+from dfp.cli.verdicts import verdict_table
 
 if TYPE_CHECKING:
     from dfp_engine.results import ExperimentResult
@@ -120,7 +121,10 @@ def run_command(
     except OSError as exc:
         fail(f"--out: cannot create '{folder}': {exc}")
 
+    from dfp.settings import get_settings
     from dfp_engine.runner import run_experiment
+
+    thresholds = get_settings().verdict_thresholds()
 
     started = time.perf_counter()
     with progress_bar(spec.name, enabled=not quiet) as update, _interrupt_flag() as stop:
@@ -129,11 +133,16 @@ def run_command(
             loss = "" if p.train_loss is None else f"  loss {p.train_loss:.4g}"
             update(
                 p.fraction,
-                f"run {p.run_index + 1}/{p.n_runs}  epoch {p.epoch}/{p.epochs}{loss}",
+                f"run {p.run_index} of {p.n_runs}  epoch {p.epoch}/{p.epochs}{loss}",
             )
 
         try:
-            result = run_experiment(spec, on_progress=on_progress, should_cancel=lambda: stop[0])
+            result = run_experiment(
+                spec,
+                on_progress=on_progress,
+                should_cancel=lambda: stop[0],
+                thresholds=thresholds,
+            )
         except ValueError as exc:
             fail(str(exc).splitlines()[0])
     elapsed = time.perf_counter() - started
@@ -141,6 +150,7 @@ def run_command(
     result_path = folder / "result.json"
     result_path.write_text(result.model_dump_json(indent=1) + "\n", encoding="utf-8")
     print(_summary_table(result))
+    print(verdict_table(result.verdicts))
     print(f"wrote {result_path} ({elapsed:.1f} s)")
     if figures:
         from dfp.figures import write_figures

@@ -47,6 +47,8 @@ class ArrayInfo:
     shape: tuple[int, ...]
     dtype: str
     finite: bool
+    # Smallest and largest value of an integer array (class labels: how many classes).
+    int_range: tuple[int, int] | None = None
 
     @property
     def rows(self) -> int:
@@ -62,11 +64,19 @@ class ArrayInfo:
             "shape": list(self.shape),
             "dtype": self.dtype,
             "finite": self.finite,
+            "int_range": None if self.int_range is None else list(self.int_range),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ArrayInfo:
-        return cls(data["name"], tuple(data["shape"]), data["dtype"], bool(data["finite"]))
+        span = data.get("int_range")
+        return cls(
+            data["name"],
+            tuple(data["shape"]),
+            data["dtype"],
+            bool(data["finite"]),
+            None if span is None else (int(span[0]), int(span[1])),
+        )
 
 
 def file_kind(source: IO[bytes]) -> FileKind:
@@ -158,16 +168,25 @@ def _inspect_member(
             f"but the file holds {stored_size - header_size} bytes of data (truncated or padded)"
         )
     finite = True
+    low: int | None = None
+    high: int | None = None
     seen = 0
     for chunk in _chunks(stream, expected, dtype.itemsize):
         seen += len(chunk)
+        if len(chunk) % dtype.itemsize:
+            continue  # a partial item: reported as truncated below
+        values = np.frombuffer(chunk, dtype=dtype)
         if finite and dtype.kind == "f":
-            finite = bool(np.isfinite(np.frombuffer(chunk, dtype=dtype)).all())
+            finite = bool(np.isfinite(values).all())
+        elif dtype.kind in "iu" and len(values):
+            low = int(values.min()) if low is None else min(low, int(values.min()))
+            high = int(values.max()) if high is None else max(high, int(values.max()))
     if seen != expected:
         raise UnsafeArrayError(f"array '{name}': truncated ({seen} of {expected} data bytes)")
     if stream.read(1):
         raise UnsafeArrayError(f"array '{name}': more data than its header declares")
-    return ArrayInfo(name, shape, dtype.str, finite)
+    span = None if low is None or high is None else (low, high)
+    return ArrayInfo(name, shape, dtype.str, finite, span)
 
 
 def _read_header(stream: IO[bytes], name: str) -> tuple[tuple[int, ...], np.dtype[Any], int]:

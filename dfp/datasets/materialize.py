@@ -21,10 +21,12 @@ from dfp_engine.spec import ExperimentSpec, NpzDataset, UploadedDataset
 def local_arrays(
     db: Database, settings: Settings, dataset_id: uuid.UUID, names: list[str]
 ) -> Iterator[dict[str, np.ndarray]]:
-    """The named arrays of a stored dataset, read from a local copy that is gone afterwards."""
+    """The named arrays of a stored dataset, read from a local copy that is gone afterwards
+    (the transaction that read it is over before the caller works on the arrays)."""
     store = blob_store(db, settings)
     with db.unit_of_work() as uow, store.local_copy(uow.session, dataset_id) as path:
-        yield load_arrays(path, names)
+        arrays = load_arrays(path, names)
+    yield arrays
 
 
 @contextmanager

@@ -17,6 +17,9 @@ class ArrayPublic(BaseModel):
     shape: list[int]
     dtype: str = Field(..., description="numpy's dtype string, e.g. '<f4'.")
     finite: bool = Field(..., description="False when a float array holds NaN or inf.")
+    int_range: list[int] | None = Field(
+        None, description="Smallest and largest value of an integer array."
+    )
 
 
 class DatasetPublic(BaseModel):

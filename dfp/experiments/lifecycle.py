@@ -50,6 +50,7 @@ class Lease:
     index: int
     sweep_value: Any
     spec: dict[str, Any]
+    kind: str = "experiment"  # the job's kind: what `spec` is, and so how to execute it
 
     def conditions(self) -> tuple[Any, ...]:
         return (Run.id == self.run_id, Run.attempts == self.attempt, Run.status == "running")
@@ -154,6 +155,7 @@ def claim_run(
         index=run.index,
         sweep_value=run.sweep_value,
         spec=job.spec,
+        kind=job.kind,
     )
 
 
@@ -195,6 +197,18 @@ def heartbeat(
     valid = _rowcount(session.execute(update(Run).where(*lease.conditions()).values(**values)))
     cancel = session.scalar(select(Job.cancel_requested).where(Job.id == lease.job_id))
     return HeartbeatReply(lease_valid=valid == 1, cancel_requested=bool(cancel))
+
+
+def lease_state(session: Session, lease: Lease) -> HeartbeatReply:
+    """Whether the lease still holds and the job's cancel flag, without writing anything."""
+    row = session.execute(
+        select(Run.id, Job.cancel_requested)
+        .join(Job, Job.id == Run.job_id)
+        .where(*lease.conditions())
+    ).one_or_none()
+    if row is None:
+        return HeartbeatReply(lease_valid=False, cancel_requested=False)
+    return HeartbeatReply(lease_valid=True, cancel_requested=bool(row.cancel_requested))
 
 
 def store_checkpoint(session: Session, lease: Lease, checkpoint: Checkpoint) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
@@ -52,11 +53,16 @@ _RUN_DEFAULTS: dict[str, Any] = {
 }
 
 
-def get_job(session: Session, job_id: uuid.UUID, owner: str | None = None) -> Job | None:
-    """A job with its tags; None if it does not exist or belongs to another owner."""
+def get_job(
+    session: Session, job_id: uuid.UUID, owner: str | None = None, kind: str | None = None
+) -> Job | None:
+    """A job with its tags; None if it does not exist, belongs to another owner or is of
+    another kind."""
     query = select(Job).options(selectinload(Job.tags)).where(Job.id == job_id)
     if owner is not None:
         query = query.where(Job.owner == owner)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
     return session.scalars(query).one_or_none()
 
 
@@ -74,8 +80,38 @@ def insert_job(
     return [int(run_id) for run_id in session.execute(_INSERT_RUNS, rows).scalars()]
 
 
-def job_status(session: Session, job_id: uuid.UUID, owner: str) -> str | None:
-    query = select(Job.status).where(Job.id == job_id, Job.owner == owner)
+def job_revision(
+    session: Session, job_id: uuid.UUID, owner: str, kind: str = "experiment"
+) -> str | None:
+    """A token that changes whenever what a read of the job shows changes (its status or
+    cancel flag, a run's state, attempt or progress, a stored checkpoint); None if no such job.
+
+    Two cheap indexed queries, so event streams and long-polls can ask it several times a
+    second; the same state gives the same token in every API process."""
+    job = session.execute(
+        select(Job.status, Job.cancel_requested, Job.updated_at).where(
+            Job.id == job_id, Job.owner == owner, Job.kind == kind
+        )
+    ).one_or_none()
+    if job is None:
+        return None
+    checkpoints = (
+        select(func.count(RunCheckpoint.id))
+        .where(RunCheckpoint.run_id == Run.id)
+        .correlate(Run)
+        .scalar_subquery()
+    )
+    runs = session.execute(
+        select(Run.status, Run.attempts, Run.progress_updated_at, checkpoints)
+        .where(Run.job_id == job_id)
+        .order_by(Run.index)
+    ).all()
+    state = repr((tuple(job), [tuple(run) for run in runs]))
+    return hashlib.blake2b(state.encode(), digest_size=8).hexdigest()
+
+
+def job_status(session: Session, job_id: uuid.UUID, owner: str, kind: str) -> str | None:
+    query = select(Job.status).where(Job.id == job_id, Job.owner == owner, Job.kind == kind)
     return session.scalar(query)
 
 
@@ -94,6 +130,7 @@ def list_jobs(
     owner: str,
     *,
     limit: int,
+    kind: str = "experiment",
     status: Collection[str] = (),
     tag: str | None = None,
     created_after: datetime | None = None,
@@ -101,7 +138,7 @@ def list_jobs(
     after: tuple[datetime, uuid.UUID] | None = None,
 ) -> Sequence[Job]:
     """Newest first, keyset-paginated on (created_at, id)."""
-    query = select(Job).options(selectinload(Job.tags)).where(Job.owner == owner)
+    query = select(Job).options(selectinload(Job.tags)).where(Job.owner == owner, Job.kind == kind)
     if status:
         query = query.where(Job.status.in_(list(status)))
     if tag is not None:
@@ -125,6 +162,17 @@ def runs_of(session: Session, job_id: uuid.UUID, *, results: bool = False) -> Se
             undefer(Run.history), undefer(Run.history_fields), undefer(Run.details)
         )
     return session.scalars(query).all()
+
+
+def checkpoint_counts(session: Session, job_id: uuid.UUID) -> dict[int, int]:
+    """Stored checkpoints per run id of one job."""
+    query = (
+        select(RunCheckpoint.run_id, func.count())
+        .join(Run, Run.id == RunCheckpoint.run_id)
+        .where(Run.job_id == job_id)
+        .group_by(RunCheckpoint.run_id)
+    )
+    return {int(run_id): int(count) for run_id, count in session.execute(query)}
 
 
 def run_attempts(session: Session, job_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]:

@@ -16,14 +16,17 @@ from dfp.errors import NotFoundError
 from dfp.experiments import repository
 from dfp.experiments.curves import decode_layer, decode_table
 from dfp.experiments.schemas import ResultsPublic, RunResultPublic
-from dfp.experiments.service import get_job
+from dfp.experiments.service import EXPERIMENT, get_job
 from dfp.storage.models import TERMINAL_STATUSES, Job, Run
 from dfp_engine.results import (
     Environment,
     ExperimentResult,
     RunResult,
     SummaryRow,
+    Verdict,
 )
+from dfp_engine.thresholds import VerdictThresholds
+from dfp_engine.verdicts import compute_verdicts
 
 CSV_COLUMNS = (
     "run",
@@ -69,24 +72,51 @@ def results_document(
     runs: Collection[int] = (),
     layers: Collection[str] = (),
     epochs: Collection[int] = (),
+    thresholds: VerdictThresholds | None = None,
+    kind: str = EXPERIMENT,
 ) -> dict[str, Any]:
     """The stored result as plain JSON-ready data in the shape of ResultsPublic.
 
     Plain data because a result holds tens of thousands of numbers: building models of them
     would cost more than reading them from the database."""
-    job = get_job(session, owner, job_id)
+    job = get_job(session, owner, job_id, kind)
     run_rows = _selected_runs(session, job, runs)
     checkpoints = _checkpoints_by_run(session, run_rows, layers, epochs)
     terminal = job.status in TERMINAL_STATUSES
+    documents = [run_document(run, checkpoints.get(run.id, [])) for run in run_rows]
+    if runs or layers or epochs:  # verdicts always judge the whole stored result
+        every_run = repository.runs_of(session, job.id, results=True)
+        every_checkpoint = _checkpoints_by_run(session, every_run, (), ())
+        whole = [run_document(run, every_checkpoint.get(run.id, [])) for run in every_run]
+    else:
+        whole = documents
     return {
         "experiment_id": str(job.id),
         "status": job.status,
         "is_terminal": terminal,
         "partial": not terminal,
         "spec": job.spec,
-        "runs": [run_document(run, checkpoints.get(run.id, [])) for run in run_rows],
+        "runs": documents,
         "summary": job.summary or [],
+        "verdicts": [
+            verdict.model_dump(mode="json") for verdict in _verdicts(job, whole, thresholds)
+        ],
     }
+
+
+def _verdicts(
+    job: Job, documents: list[dict[str, Any]], thresholds: VerdictThresholds | None
+) -> list[Verdict]:
+    """The engine's verdicts on the stored runs (those still going count as unfinished)."""
+    runs = [engine_run_result(RunResultPublic.model_validate(d)) for d in documents]
+    result = ExperimentResult.model_construct(
+        spec=job.spec,
+        status=job.status,  # type: ignore[arg-type]  # also queued or running while partial
+        environment=None,  # type: ignore[arg-type]  # verdicts do not read it
+        runs=runs,
+        summary=[SummaryRow.model_validate(row) for row in job.summary or []],
+    )
+    return compute_verdicts(result, thresholds)
 
 
 def get_results(
@@ -97,9 +127,12 @@ def get_results(
     runs: Collection[int] = (),
     layers: Collection[str] = (),
     epochs: Collection[int] = (),
+    thresholds: VerdictThresholds | None = None,
 ) -> ResultsPublic:
     """The stored result, optionally narrowed to some runs, layers and epochs."""
-    document = results_document(session, owner, job_id, runs=runs, layers=layers, epochs=epochs)
+    document = results_document(
+        session, owner, job_id, runs=runs, layers=layers, epochs=epochs, thresholds=thresholds
+    )
     return ResultsPublic.model_validate(document)
 
 
@@ -138,12 +171,14 @@ def run_result_public(run: Run, checkpoints: list[dict[str, Any]]) -> RunResultP
     return RunResultPublic.model_validate(run_document(run, checkpoints))
 
 
-def experiment_result(session: Session, owner: str, job_id: uuid.UUID) -> ExperimentResult:
+def experiment_result(
+    session: Session, owner: str, job_id: uuid.UUID, kind: str = EXPERIMENT
+) -> ExperimentResult:
     """The stored result as the engine's ExperimentResult, for its figures.
 
     While the experiment runs this holds the runs analysed so far, each with its own status
     (figures draw what is there)."""
-    job = get_job(session, owner, job_id)
+    job = get_job(session, owner, job_id, kind)
     runs = repository.runs_of(session, job.id, results=True)
     runs = [run for run in runs if run.environment is not None]
     if not runs:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
-from dfp_engine.results import ErrorInfo, RunResult, SummaryRow
+from dfp_engine.results import ErrorInfo, RunResult, SummaryRow, Verdict
 from dfp_engine.spec import ExperimentSpec
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -42,10 +42,16 @@ class PublicModel(BaseModel):
 class ProgressPublic(PublicModel):
     """Where an experiment stands: the fraction over all runs and the latest report of one."""
 
-    fraction: float = Field(..., ge=0.0, le=1.0)
-    runs_finished: int
+    fraction: float = Field(
+        ...,
+        ge=0.0,
+        le=1.0,
+        description="Share of the work done: runs that ran to their end (succeeded or failed) "
+        "count whole, a cancelled or running run the share of its epochs it trained.",
+    )
+    runs_finished: int = Field(..., description="Runs that ran to their end.")
     n_runs: int
-    run: int | None = Field(None, description="Index of the run the message is about.")
+    run: int | None = Field(None, description="Index (from 0) of the run the message is about.")
     epoch: int | None = None
     epochs: int | None = None
     step: int | None = None
@@ -75,6 +81,7 @@ class RunPublic(PublicModel):
     epoch: int | None = None
     epochs: int | None = None
     fraction: float
+    checkpoints: int = Field(0, description="Analysed checkpoints stored so far.")
     message: str | None = None
     error: ErrorInfo | None = None
     worker: str | None = None
@@ -155,6 +162,9 @@ class ResultsPublic(PublicModel):
     spec: dict[str, Any]
     runs: list[RunResultPublic]
     summary: list[SummaryRow] = Field(default_factory=list)
+    verdicts: list[Verdict] = Field(
+        default_factory=list, description="Whether the paper's claims hold in these results."
+    )
 
 
 class FigurePublic(PublicModel):

@@ -39,14 +39,16 @@ from dfp.experiments.schemas import (
 from dfp.queues import CPU_QUEUE, GPU_QUEUE
 from dfp.settings import Settings
 from dfp.storage.database import UnitOfWork
-from dfp.storage.models import TERMINAL_STATUSES, Job, JobTag, Run
+from dfp.storage.models import JOB_KINDS, TERMINAL_STATUSES, Job, JobTag, Run
 from dfp.storage.types import utcnow
 from dfp.webhooks.addresses import RefusedCallbackError, check_callback_url
+from dfp.webhooks.events import COLLECTIONS
 from dfp_engine import __version__ as dfp_version
 from dfp_engine.results import ErrorInfo
 from dfp_engine.spec import ExperimentSpec
 
 MAX_CALLBACK_URL = 2048  # the column's size
+EXPERIMENT, ANALYSIS = JOB_KINDS
 
 
 class RunDispatcher(Protocol):
@@ -111,6 +113,7 @@ def submit(
     values = spec.run_values()
     job_row: dict[str, Any] = {
         "id": uuid.uuid4(),
+        "kind": EXPERIMENT,
         "owner": owner,
         "name": spec.name,
         "status": "queued",
@@ -192,24 +195,42 @@ def _replay(existing: Job, fingerprint: str) -> Job:
     return existing
 
 
-def get_job(session: Session, owner: str, job_id: uuid.UUID) -> Job:
-    job = repository.get_job(session, job_id, owner)
+def get_job(session: Session, owner: str, job_id: uuid.UUID, kind: str = EXPERIMENT) -> Job:
+    job = repository.get_job(session, job_id, owner, kind)
     if job is None:
-        raise NotFoundError(f"no experiment {job_id}")
+        raise NotFoundError(f"no {kind} {job_id}")
     return job
 
 
-def job_status(session: Session, owner: str, job_id: uuid.UUID) -> str:
-    status = repository.job_status(session, job_id, owner)
+def job_status(session: Session, owner: str, job_id: uuid.UUID, kind: str = EXPERIMENT) -> str:
+    status = repository.job_status(session, job_id, owner, kind)
     if status is None:
-        raise NotFoundError(f"no experiment {job_id}")
+        raise NotFoundError(f"no {kind} {job_id}")
     return status
+
+
+def job_revision(session: Session, owner: str, job_id: uuid.UUID, kind: str = EXPERIMENT) -> str:
+    """The token that changes with anything a read of the job shows (see the repository)."""
+    revision = repository.job_revision(session, job_id, owner, kind)
+    if revision is None:
+        raise NotFoundError(f"no {kind} {job_id}")
+    return revision
+
+
+def experiment_snapshot(
+    session: Session, owner: str, job_id: uuid.UUID, kind: str = EXPERIMENT
+) -> tuple[ExperimentPublic, str]:
+    """The public view of a job and its revision, read in the same transaction."""
+    revision = job_revision(session, owner, job_id, kind)
+    return experiment_public(session, get_job(session, owner, job_id, kind)), revision
 
 
 def experiment_public(
     session: Session, job: Job, runs: Sequence[Run] | None = None
 ) -> ExperimentPublic:
     """The full public view of a job: aggregate progress, runs, reproducibility."""
+    # A submission's own runs have nothing stored yet: no need to count.
+    counts = repository.checkpoint_counts(session, job.id) if runs is None else {}
     runs = repository.runs_of(session, job.id) if runs is None else runs
     summary = summary_public(job, max((run.attempts for run in runs), default=0))
     return ExperimentPublic(
@@ -217,14 +238,14 @@ def experiment_public(
         cancel_requested=job.cancel_requested,
         callback_url=job.callback_url,
         progress=progress_public(job, runs),
-        runs=[run_public(run) for run in runs],
+        runs=[run_public(run, counts.get(run.id, 0)) for run in runs],
         reproducibility=reproducibility_public(job, runs),
         spec=job.spec,
     )
 
 
 def summary_public(job: Job, attempts: int) -> ExperimentSummary:
-    base = f"/v1/experiments/{job.id}"
+    base = f"/v1/{COLLECTIONS[job.kind]}/{job.id}"
     return ExperimentSummary(
         id=str(job.id),
         name=job.name,
@@ -247,18 +268,29 @@ def summary_public(job: Job, attempts: int) -> ExperimentSummary:
     )
 
 
+# Runs that ran to their end; a cancelled run counts only the share it had done.
+ENDED = frozenset({"succeeded", "failed"})
+
+
 def progress_public(job: Job, runs: Sequence[Run]) -> ProgressPublic:
-    """Fraction over all runs (finished ones count whole) and the freshest report of a run."""
-    finished = sum(run.status in TERMINAL_STATUSES for run in runs)
-    fraction = sum(
-        1.0 if run.status in TERMINAL_STATUSES else run.progress_fraction for run in runs
-    ) / max(1, len(runs))
+    """Fraction over all runs (those that ran to their end count whole) and the freshest report
+    of a run; once the job is terminal, the message is its outcome."""
+    finished = sum(run.status in ENDED for run in runs)
+    fraction = sum(1.0 if run.status in ENDED else run.progress_fraction for run in runs) / max(
+        1, len(runs)
+    )
+    fraction = min(1.0, fraction)
     reporting = [run for run in runs if run.progress_updated_at is not None]
     latest = max(reporting, key=lambda run: run.progress_updated_at or job.created_at, default=None)
+    outcome = None
+    if job.status in TERMINAL_STATUSES:
+        outcome = f"{job.status}: {finished} of {len(runs)} runs ran to their end"
     if latest is None:
-        return ProgressPublic(fraction=fraction, runs_finished=finished, n_runs=len(runs))
+        return ProgressPublic(
+            fraction=fraction, runs_finished=finished, n_runs=len(runs), message=outcome
+        )
     return ProgressPublic(
-        fraction=min(1.0, fraction),
+        fraction=fraction,
         runs_finished=finished,
         n_runs=len(runs),
         run=latest.index,
@@ -266,13 +298,14 @@ def progress_public(job: Job, runs: Sequence[Run]) -> ProgressPublic:
         epochs=latest.progress_epochs,
         step=latest.progress_step,
         train_loss=latest.progress_train_loss,
-        message=latest.progress_message,
+        message=outcome or latest.progress_message,
         updated_at=latest.progress_updated_at,
     )
 
 
-def run_public(run: Run) -> RunPublic:
+def run_public(run: Run, checkpoints: int = 0) -> RunPublic:
     return RunPublic(
+        checkpoints=checkpoints,
         index=run.index,
         sweep_value=run.sweep_value,
         status=run.status,  # type: ignore[arg-type]
@@ -317,6 +350,7 @@ def list_experiments(
     *,
     limit: int,
     cursor: str | None = None,
+    kind: str = EXPERIMENT,
     status: Collection[str] = (),
     tag: str | None = None,
     created_after: datetime | None = None,
@@ -328,6 +362,7 @@ def list_experiments(
         session,
         owner,
         limit=limit + 1,
+        kind=kind,
         status=status,
         tag=tag,
         created_after=created_after,
@@ -346,12 +381,12 @@ def list_experiments(
 # ----------------------------------------------------------------- cancel, delete
 
 
-def cancel(uow: UnitOfWork, owner: str, job_id: uuid.UUID) -> Job:
+def cancel(uow: UnitOfWork, owner: str, job_id: uuid.UUID, kind: str = EXPERIMENT) -> Job:
     """Request cancellation: queued runs end now, running ones at their next epoch boundary.
 
     Cancelling a job that is already terminal changes nothing and is not an error."""
     session = uow.session
-    job = get_job(session, owner, job_id)
+    job = get_job(session, owner, job_id, kind)
     if job.status in TERMINAL_STATUSES:
         return job
     if not repository.lock_job(session, job.id, Job.status.in_(repository.UNFINISHED)):
@@ -376,12 +411,12 @@ def cancel(uow: UnitOfWork, owner: str, job_id: uuid.UUID) -> Job:
     return job
 
 
-def delete(uow: UnitOfWork, owner: str, job_id: uuid.UUID) -> None:
+def delete(uow: UnitOfWork, owner: str, job_id: uuid.UUID, kind: str = EXPERIMENT) -> None:
     """Remove a terminal job with its runs and results."""
-    job = get_job(uow.session, owner, job_id)
+    job = get_job(uow.session, owner, job_id, kind)
     if job.status not in TERMINAL_STATUSES:
         raise ConflictError(
-            f"experiment {job_id} is {job.status}; cancel it and wait until it is terminal",
+            f"{kind} {job_id} is {job.status}; cancel it and wait until it is terminal",
             code="not_terminal",
         )
     uow.session.delete(job)

@@ -32,6 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from dfp.storage.types import JSONType, UTCDateTime, utcnow
 
+JOB_KINDS = ("experiment", "analysis")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -76,11 +77,15 @@ class Job(Base):
         UniqueConstraint("owner", "idempotency_key"),
         Index("ix_jobs_owner_created", "owner", "created_at", "id"),
         Index("ix_jobs_owner_status", "owner", "status"),
+        Index("ix_jobs_owner_kind_created", "owner", "kind", "created_at", "id"),
         CheckConstraint(_STATUS_CHECK, name="status"),
+        CheckConstraint("kind IN ('experiment', 'analysis')", name="kind"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     owner: Mapped[str] = mapped_column(String(100))
+    # An experiment trains networks; an analysis analyses uploaded arrays (one run each).
+    kind: Mapped[str] = mapped_column(String(16), default="experiment", server_default="experiment")
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="queued")
     spec: Mapped[dict[str, Any]]

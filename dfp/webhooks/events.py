@@ -1,4 +1,5 @@
-"""The webhook event: what a receiver gets when an experiment reaches a terminal state."""
+"""The webhook event: what a receiver gets when an experiment or analysis reaches a terminal
+state."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ from pydantic import BaseModel, Field
 
 from dfp.webhooks.signing import SIGNATURE_HEADER, SIGNATURE_SCHEME, TOLERANCE_SECONDS
 
+# Where each kind of job lives in the API (experiments train networks; analyses analyse
+# uploaded arrays); the event names the kind: `experiment.succeeded`, `analysis.failed`.
+COLLECTIONS = {"experiment": "experiments", "analysis": "analyses"}
 
-def event_type(status: str) -> str:
-    return f"experiment.{status}"
+
+def event_type(status: str, kind: str = "experiment") -> str:
+    return f"{kind}.{status}"
 
 
 def event_body(
@@ -24,8 +29,9 @@ def event_body(
 ) -> str:
     """The event as compact JSON text: signed and sent as is on every attempt.
 
-    `job` holds the experiment's row values (id, name, status, error, times)."""
-    base = f"/v1/experiments/{job['id']}"
+    `job` holds the job's row values (id, kind, name, status, error, times)."""
+    kind = job.get("kind", "experiment")
+    base = f"/v1/{COLLECTIONS[kind]}/{job['id']}"
     error = (
         {"code": job["error_code"], "message": job["error_message"] or ""}
         if job["error_code"] is not None
@@ -33,10 +39,10 @@ def event_body(
     )
     event = {
         "id": str(event_id),
-        "type": event_type(job["status"]),
+        "type": event_type(job["status"], kind),
         "created_at": created_at.isoformat().replace("+00:00", "Z"),
         "data": {
-            "experiment": {
+            kind: {
                 "id": str(job["id"]),
                 "name": job["name"],
                 "status": job["status"],

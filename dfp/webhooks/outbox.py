@@ -53,6 +53,7 @@ def record_terminal_event(session: Session, job_id: uuid.UUID) -> uuid.UUID | No
     """Queue the terminal event of a job that has a callback_url (in the same transaction)."""
     columns = (
         Job.id,
+        Job.kind,
         Job.owner,
         Job.name,
         Job.status,
@@ -76,7 +77,7 @@ def record_terminal_event(session: Session, job_id: uuid.UUID) -> uuid.UUID | No
             job_id=job_id,
             owner=row["owner"],
             url=row["callback_url"],
-            event_type=event_type(row["status"]),
+            event_type=event_type(row["status"], row["kind"]),
             body=event_body(event_id, job, sorted(tags), now),
             status="pending",
             attempts=0,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from dfp_engine.deltas import validate_deltas
 from dfp_engine.normalization import NormalizationMode
-from dfp_engine.spec.base import MAX_EPOCHS, PlainText, SpecModel
+from dfp_engine.spec.base import MAX_EPOCHS, PlainText, SpecModel, field_error
 
 MAX_BANDWIDTH = 1e12  # δ and 1/δ: far beyond any squared distance of normalised features
 
@@ -111,6 +111,36 @@ class AnalysisSpec(SpecModel):
         None, description="Layer for the sweep summary; default the deepest analysed layer."
     )
     block_size: int | None = Field(None, ge=1, le=1_000_000)
+    ci: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Estimate LFR from sampled rows until its 95 % half-width is at most this "
+        "at every δ (exact when that needs half the rows); not with filtering_test.",
+    )
+    fourier: bool = Field(
+        False,
+        description="Compare the spectra of the output and the target at every checkpoint "
+        "(1-D regression on a uniform grid: the DFT; otherwise along fourier_direction).",
+    )
+    # Components are bounded so that normalising the vector never overflows.
+    fourier_direction: list[Annotated[float, Field(ge=-1e6, le=1e6)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=10_000,
+        description="Unit-normalised direction of the non-uniform transform (default: the "
+        "first input axis).",
+    )
+    fourier_peak_floor: float = Field(
+        0.1, gt=0.0, lt=1.0, description="Target peaks count above this share of the largest."
+    )
+
+    @field_validator("fourier_direction")
+    @classmethod
+    def _nonzero_direction(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not any(abs(c) > 0 for c in v):
+            raise ValueError("must not be the zero vector")
+        return v
 
     @field_validator("layers", "summary_layer", mode="before")
     @classmethod
@@ -133,6 +163,12 @@ class AnalysisSpec(SpecModel):
         if isinstance(v, list):
             _check_bandwidths(v, name="deltas")
         return v
+
+    @model_validator(mode="after")
+    def _ci_without_filtering_test(self) -> AnalysisSpec:
+        if self.ci is not None and self.filtering_test:
+            field_error(("ci",), "the row-sampled estimator does not run the filtering test", 1)
+        return self
 
     @field_validator("checkpoints")
     @classmethod

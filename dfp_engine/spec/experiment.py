@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from dfp_engine.spec.analysis import AnalysisSpec
-from dfp_engine.spec.base import PlainText, SpecModel, field_error
+from dfp_engine.spec.base import MAX_SEED, PlainText, SpecModel, field_error
 from dfp_engine.spec.datasets import (
     IMAGE_DATASETS,
     REGRESSION_DATASETS,
@@ -71,13 +71,28 @@ class ExperimentSpec(SpecModel):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     sweep: SweepSpec | None = None
+    repeats: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="Runs per sweep value, with training.seed, seed + 1, … (verdicts across "
+        "seeds).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSpec:
+        if self.training.seed + self.repeats - 1 > MAX_SEED:
+            field_error(
+                ("repeats",),
+                f"training.seed + repeats - 1 must be at most {MAX_SEED}",
+                self.repeats,
+            )
         if self.sweep is not None:
             self._check_sweep(self.sweep)
             return self  # every run spec gets the checks below
         kind = self.dataset.kind
+        if self.analysis.fourier:
+            self._check_fourier()
         if self.training.loss == "cross_entropy" and kind in REGRESSION_DATASETS:
             field_error(
                 ("training", "loss"),
@@ -113,6 +128,24 @@ class ExperimentSpec(SpecModel):
                 field_error(("analysis", "summary_layer"), str(exc), self.analysis.summary_layer)
         return self
 
+    def _check_fourier(self) -> None:
+        data = self.dataset
+        if data.kind not in REGRESSION_DATASETS | {"npz"}:
+            field_error(
+                ("analysis", "fourier"),
+                f"needs a regression target on vector inputs (synthetic_1d, synthetic_nd or "
+                f"npz); '{data.kind}' has class labels",
+                True,
+            )
+        direction = self.analysis.fourier_direction
+        dim = 1 if data.kind == "synthetic_1d" else getattr(data, "dim", None)
+        if direction is not None and dim is not None and len(direction) != dim:
+            field_error(
+                ("analysis", "fourier_direction"),
+                f"has {len(direction)} components but the inputs have {dim}",
+                direction,
+            )
+
     def _check_sweep(self, sweep: SweepSpec) -> None:
         if sweep.field.split(".")[0] in _UNSWEEPABLE:
             field_error(("sweep", "field"), f"'{sweep.field}' cannot be swept", sweep.field)
@@ -120,10 +153,15 @@ class ExperimentSpec(SpecModel):
 
     @cached_property
     def run_specs(self) -> tuple[ExperimentSpec, ...]:
-        """The single-run spec of each sweep value, in order, built once per spec."""
+        """The single-run spec of every run (each sweep value `repeats` times, with its seed),
+        in order, built once per spec."""
         if self.sweep is None:
-            return (self,)
-        return tuple(self._sweep_run(i, value) for i, value in enumerate(self.sweep.values))
+            values: tuple[ExperimentSpec, ...] = (self,)
+        else:
+            values = tuple(self._sweep_run(i, value) for i, value in enumerate(self.sweep.values))
+        if self.repeats == 1:
+            return values
+        return tuple(_seeded(run, repeat) for run in values for repeat in range(self.repeats))
 
     def _sweep_run(self, i: int, value: Any) -> ExperimentSpec:
         """Run spec `i`; a bad value or field is a validation error at its place in the spec."""
@@ -140,8 +178,9 @@ class ExperimentSpec(SpecModel):
             field_error(("sweep", "field"), str(exc), self.sweep.field)
 
     def run_values(self) -> list[Any]:
-        """The sweep values, or [None] for a single run."""
-        return list(self.sweep.values) if self.sweep is not None else [None]
+        """The sweep value of every run ([None] for a single run), each `repeats` times."""
+        values = list(self.sweep.values) if self.sweep is not None else [None]
+        return [value for value in values for _ in range(self.repeats)]
 
     def run_spec(self, value: Any) -> ExperimentSpec:
         """The single-run spec for one sweep value (the spec itself when not sweeping).
@@ -167,6 +206,14 @@ class ExperimentSpec(SpecModel):
         """SHA-256 of the canonical JSON form: equal specs hash equal."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _seeded(run: ExperimentSpec, repeat: int) -> ExperimentSpec:
+    """Repeat `repeat` of a run spec: training.seed + repeat, a single run."""
+    data = run.model_dump(mode="json", include=set(ExperimentSpec.model_fields))
+    data["training"]["seed"] = run.training.seed + repeat
+    data["repeats"] = 1
+    return ExperimentSpec.model_validate(data)
 
 
 def spec_json_schema() -> dict[str, Any]:

@@ -291,6 +291,7 @@ def service_settings(data_dir: Path, **overrides: object) -> Settings:
         "max_sweep_size": 8,
         "max_concurrent_jobs": 12,
         "heartbeat_seconds": 0.3,
+        "events_heartbeat_seconds": 0.5,
         "heartbeat_timeout": 3.0,
         "reconcile_seconds": 1.0,
         "requeue_after": 2.0,

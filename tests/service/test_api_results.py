@@ -192,3 +192,29 @@ def test_no_figures_before_anything_ran(alice: httpx.Client) -> None:
     job_id = alice.post("/v1/experiments", json=tiny_spec()).json()["id"]
     response = alice.get(f"/v1/experiments/{job_id}/figures")
     assert response.status_code == 404 and response.json()["error"]["code"] == "no_results"
+
+
+def test_verdicts_are_the_engines_on_the_whole_stored_result(
+    backend: Backend, alice: httpx.Client
+) -> None:
+    from dfp_engine.results import Environment, ExperimentResult
+    from dfp_engine.verdicts import compute_verdicts
+
+    body = tiny_spec(model={"kind": "mlp", "depth": 3, "width": 8, "activation": "tanh"})
+    job_id = alice.post("/v1/experiments", json=body).json()["id"]
+    lease = claim(backend, job_id)
+    checkpoints = analysed_checkpoints([0, 2, 4], layers=4, seed=5)
+    stored = run_result(0, checkpoints)
+    with backend.db.unit_of_work() as uow:
+        assert lifecycle.finish_run(uow.session, lease, stored, {"device": "cpu", "seed": 3})
+    result = alice.get(f"/v1/experiments/{job_id}/results").json()
+    environment = Environment(seed=3, torch="", device="cpu", dfp_version="", spec_hash="")
+    engine = ExperimentResult(spec=body, status="succeeded", environment=environment, runs=[stored])
+    expected = [v.model_dump(mode="json") for v in compute_verdicts(engine)]
+    assert [v["scope"] for v in expected] == [{"run": 0, "epoch": e} for e in (0, 2, 4)]
+    assert result["verdicts"] == expected
+    assert {v["claim"] for v in expected} == {"within_network_depth_ordering"}
+    assert all(v["outcome"] in {"holds", "does_not_hold"} for v in expected)
+    # A narrowed read still judges the whole result.
+    narrowed = alice.get(f"/v1/experiments/{job_id}/results", params={"epoch": 0, "layer": "input"})
+    assert narrowed.json()["verdicts"] == expected

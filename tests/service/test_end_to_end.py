@@ -30,7 +30,7 @@ from service_support import (
 
 from dfp.client import Client
 from dfp.webhooks.signing import verify_signature
-from dfp_engine.runner import run_one, summarize
+from dfp_engine.runner import assemble, environment, run_one, summarize
 from dfp_engine.spec import ExperimentSpec
 
 
@@ -72,6 +72,8 @@ def assert_matches_engine(result: dict[str, Any], spec: ExperimentSpec) -> None:
         assert stored["layer_names"] == engine.layer_names
         assert stored["analysis_subset_sha256"] == engine.analysis_subset_sha256
     assert result["summary"] == [row.model_dump(mode="json") for row in summarize(spec, expected)]
+    engine = assemble(spec, expected, environment(spec, "cpu"))
+    assert result["verdicts"] == [v.model_dump(mode="json") for v in engine.verdicts]
 
 
 def test_a_sweep_runs_on_the_worker_and_matches_the_engine(

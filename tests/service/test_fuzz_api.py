@@ -59,6 +59,7 @@ OPERATIONS = [
     "submitExperiment",
     "listExperiments",
     "getExperiment",
+    "streamExperimentEvents",
     "getExperimentResults",
     "getExperimentResultsCsv",
     "listExperimentFigures",
@@ -69,6 +70,14 @@ OPERATIONS = [
     "listDatasets",
     "getDataset",
     "deleteDataset",
+    "submitAnalysis",
+    "listAnalyses",
+    "getAnalysis",
+    "getAnalysisResults",
+    "getAnalysisResultsCsv",
+    "cancelAnalysis",
+    "deleteAnalysis",
+    "streamAnalysisEvents",
     "getWebhookSecret",
     "getHealth",
     "getReadiness",
@@ -77,12 +86,16 @@ OPERATIONS = [
 # Operations fuzzed once more against the real experiment (deleting it would end that).
 ON_REAL_EXPERIMENT = {
     "getExperiment",
+    "streamExperimentEvents",
     "getExperimentResults",
     "getExperimentResultsCsv",
     "listExperimentFigures",
     "getExperimentFigure",
     "cancelExperiment",
 }
+
+# Fuzzed once more against a real (queued) analysis.
+ON_REAL_ANALYSIS = {"getAnalysis", "getAnalysisResults", "getAnalysisResultsCsv", "cancelAnalysis"}
 
 
 def error_shape(_ctx: Any, response: Any, _case: Any) -> bool | None:
@@ -117,6 +130,7 @@ class FuzzTarget:
     experiment_id: str
     schema: Any
     dataset_id: str
+    analysis_id: str
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
 
 
@@ -144,9 +158,13 @@ def target(
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json", config=config)
     with backend.client(key) as client:
         dataset_id = client.post(
-            "/v1/datasets", files={"file": ("d.npz", npz_bytes(x=np.zeros((4, 2))))}
+            "/v1/datasets",
+            files={"file": ("d.npz", npz_bytes(x=np.ones((4, 2)), y=np.arange(4)))},
         ).json()["id"]
-    yield FuzzTarget(server.url, key, experiment_id, schema, dataset_id)
+        analysis_id = client.post(
+            "/v1/analyses", json={"dataset_id": dataset_id, "features": ["x"], "targets": "y"}
+        ).json()["id"]
+    yield FuzzTarget(server.url, key, experiment_id, schema, dataset_id, analysis_id)
     server.stop()
     backend.clean()
     db.dispose()
@@ -198,6 +216,13 @@ def test_fuzz_operation(target: FuzzTarget, operation_id: str) -> None:
             operation_id,
             GenerationMode.POSITIVE,
             path_parameters={"experiment_id": target.experiment_id},
+        )
+    if operation_id in ON_REAL_ANALYSIS:
+        sent += fuzz(
+            target,
+            operation_id,
+            GenerationMode.POSITIVE,
+            path_parameters={"analysis_id": target.analysis_id},
         )
     if operation_id == "getDataset":
         sent += fuzz(

@@ -1,0 +1,225 @@
+"""Routes of /v1/analyses: submit, list, read (with long-poll), results, CSV, cancel, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+
+from api.deps import Caller, CallerDep
+from api.errors import error_responses
+from api.experiments import (
+    MAX_WAIT_SECONDS,
+    POLL_SECONDS,
+    LayerFilter,
+    UtcDatetime,
+    json_response,
+)
+from dfp.analyses import service
+from dfp.analyses.schemas import (
+    AnalysesPublic,
+    AnalysisCreate,
+    AnalysisPublic,
+    AnalysisResultsPublic,
+)
+from dfp.experiments import service as jobs
+from dfp.experiments.schemas import TAG_PATTERN, JobStatus
+
+router = APIRouter(prefix="/v1/analyses", tags=["analyses"])
+ANALYSIS = jobs.ANALYSIS
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    operation_id="submitAnalysis",
+    response_model=AnalysisPublic,
+    responses=error_responses(401, 409, 413, 415, 422, 503),
+)
+def submit_analysis(
+    body: AnalysisCreate,
+    caller: CallerDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$",
+            description="Repeat a submission safely: the same key and body return the same "
+            "analysis (printable ASCII).",
+        ),
+    ] = None,
+) -> Response:
+    """Analyse arrays of an uploaded dataset on the workers: one layer per feature array."""
+    with caller.transaction() as (uow, owner):
+        submission = service.submit(
+            uow,
+            owner,
+            body,
+            settings=caller.state.settings,
+            dispatcher=caller.state.dispatcher,
+            idempotency_key=idempotency_key,
+        )
+        job = submission.job
+        public = service.analysis_public(uow.session, job, job.runs if submission.created else None)
+    headers = {"Location": f"/v1/analyses/{job.id}"}
+    if not submission.created:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(public, status.HTTP_202_ACCEPTED, headers)
+
+
+@router.get(
+    "",
+    operation_id="listAnalyses",
+    response_model=AnalysesPublic,
+    responses=error_responses(401, 422, 503),
+)
+def list_analyses(
+    caller: CallerDep,
+    status_: Annotated[
+        list[JobStatus] | None, Query(alias="status", description="Repeat to allow several.")
+    ] = None,
+    tag: Annotated[str | None, Query(max_length=64, pattern=TAG_PATTERN)] = None,
+    created_after: Annotated[
+        UtcDatetime | None, Query(description="ISO 8601; without a zone it means UTC.")
+    ] = None,
+    created_before: Annotated[
+        UtcDatetime | None, Query(description="ISO 8601; without a zone it means UTC.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500, pattern=r"^[A-Za-z0-9_-]+$")] = None,
+) -> Response:
+    """List your analyses, newest first, one page at a time."""
+    page = caller.read(
+        lambda session, owner: jobs.list_experiments(
+            session,
+            owner,
+            limit=limit,
+            cursor=cursor,
+            kind=ANALYSIS,
+            status=status_ or (),
+            tag=tag,
+            created_after=created_after,
+            created_before=created_before,
+        )
+    )
+    return json_response(AnalysesPublic.model_validate(page.model_dump()))
+
+
+def _load(caller: Caller, analysis_id: uuid.UUID) -> tuple[AnalysisPublic, str]:
+    # One transaction, so the job, its run and the revision are a consistent snapshot.
+    with caller.transaction() as (uow, owner):
+        public, revision = jobs.experiment_snapshot(uow.session, owner, analysis_id, ANALYSIS)
+        return AnalysisPublic.model_validate(public.model_dump()), revision
+
+
+def _revision(caller: Caller, analysis_id: uuid.UUID) -> str:
+    return caller.read(
+        lambda session, owner: jobs.job_revision(session, owner, analysis_id, ANALYSIS)
+    )
+
+
+@router.get(
+    "/{analysis_id}",
+    operation_id="getAnalysis",
+    response_model=AnalysisPublic,
+    responses=error_responses(401, 404, 422, 503),
+)
+async def get_analysis(
+    analysis_id: uuid.UUID,
+    request: Request,
+    caller: CallerDep,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_SECONDS,
+            description="Seconds to wait for a change (status, progress, a stored layer) before "
+            "answering (long-poll); see also streamAnalysisEvents.",
+        ),
+    ] = 0,
+) -> Response:
+    """Status and progress (fraction over its layers) of one analysis, and its request."""
+    first, revision = await run_in_threadpool(_load, caller, analysis_id)
+    if wait <= 0 or first.is_terminal:
+        return json_response(first)
+    deadline = time.monotonic() + wait
+    while (remaining := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(POLL_SECONDS, remaining))
+        if await request.is_disconnected():
+            break
+        if await run_in_threadpool(_revision, caller, analysis_id) != revision:
+            break
+    latest, _ = await run_in_threadpool(_load, caller, analysis_id)
+    return json_response(latest)
+
+
+@router.get(
+    "/{analysis_id}/results",
+    operation_id="getAnalysisResults",
+    response_model=AnalysisResultsPublic,
+    responses=error_responses(401, 404, 422, 503),
+)
+def get_analysis_results(
+    analysis_id: uuid.UUID, caller: CallerDep, layer: LayerFilter = None
+) -> Response:
+    """Per layer: δ grid, LFR, RDF, peak and mean 1/δ, LFR limit (partial while running)."""
+    with caller.transaction() as (uow, owner):
+        result = service.results(uow.session, owner, analysis_id, layer)
+    return json_response(result)
+
+
+@router.get(
+    "/{analysis_id}/results.csv",
+    operation_id="getAnalysisResultsCsv",
+    responses={
+        200: {
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "One row per layer and δ",
+        },
+        **error_responses(401, 404, 422, 503),
+    },
+)
+def get_analysis_results_csv(
+    analysis_id: uuid.UUID, caller: CallerDep, layer: LayerFilter = None
+) -> Response:
+    """The curves as one flat table: layer, delta, inverse_delta, lfr, rdf, e_low, e_high."""
+    with caller.transaction() as (uow, owner):
+        result = service.results(uow.session, owner, analysis_id, layer)
+    return Response(
+        service.results_csv(result),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{analysis_id}.csv"'},
+    )
+
+
+@router.post(
+    "/{analysis_id}/cancel",
+    operation_id="cancelAnalysis",
+    response_model=AnalysisPublic,
+    responses=error_responses(401, 404, 422, 503),
+)
+def cancel_analysis(analysis_id: uuid.UUID, caller: CallerDep) -> Response:
+    """Cancel: a queued analysis ends now, a running one within a few seconds, keeping the
+    layers already done."""
+    with caller.transaction() as (uow, owner):
+        job = jobs.cancel(uow, owner, analysis_id, ANALYSIS)
+        public = service.analysis_public(uow.session, job)
+    return json_response(public)
+
+
+@router.delete(
+    "/{analysis_id}",
+    operation_id="deleteAnalysis",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 404, 409, 422, 503),
+)
+def delete_analysis(analysis_id: uuid.UUID, caller: CallerDep) -> Response:
+    """Delete a finished analysis and its results."""
+    with caller.transaction() as (uow, owner):
+        jobs.delete(uow, owner, analysis_id, ANALYSIS)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

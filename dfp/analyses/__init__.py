@@ -1,0 +1,1 @@
+"""Analyses: the exact frequency analysis of uploaded representations, run by the workers."""
