@@ -6,7 +6,9 @@ Each round times (A) `analyze_model(model, x, y, layers)` end to end, capture in
 the same options; the two alternate in order from round to round, so a load change on a shared
 machine hits both alike. Reported per round: wall and CPU seconds (all threads of this process,
 which other processes' load does not inflate) of A and B and their ratios; then the medians
-over rounds and the largest |ΔLFR| between the two.
+over rounds, the largest |ΔLFR| between the two and the median time A spent capturing (the
+forward pass included). `--torch-threads 1` runs the forward pass on one thread: on an
+oversubscribed machine torch's multi-threaded forward spends many times the CPU of one thread.
 
 Usage: python benchmarks/model_analysis_bench.py [--n 10000] [--width 256] [--rounds 3]
 """
@@ -69,7 +71,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--torch-threads", type=int, default=None, help="torch intra-op threads for the forward"
+    )
     args = parser.parse_args()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
 
     torch.manual_seed(0)
     model = Net(32, args.width, 10)
@@ -78,10 +85,13 @@ def main() -> None:
     arrays = captured_by_hooks(model, x)
     labels = y.numpy()
 
+    captures: list[float] = []
+
     def wrapped() -> tuple[float, float, list[list[float]]]:
         start, cpu = time.perf_counter(), time.process_time()
         result = analyze_model(model, x, y, LAYERS)
         lfrs = [e.lfr for e in result.layers]
+        captures.append(result.capture_seconds)
         return time.perf_counter() - start, time.process_time() - cpu, lfrs
 
     def direct() -> tuple[float, float, list[list[float]]]:
@@ -89,7 +99,10 @@ def main() -> None:
         lfrs = [analyze_frequency(arrays[name], labels).lfr for name in LAYERS]
         return time.perf_counter() - start, time.process_time() - cpu, lfrs
 
-    print(f"n = {args.n}, width {args.width}, {len(LAYERS)} layers, 20 δ (automatic grid)")
+    print(
+        f"n = {args.n}, width {args.width}, {len(LAYERS)} layers, 20 δ (automatic grid), "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print(
         "round | analyze_model wall s | analyze_frequency wall s | wall ratio | "
         "analyze_model CPU s | analyze_frequency CPU s | CPU ratio"
@@ -114,7 +127,8 @@ def main() -> None:
     print(
         f"median wall ratio {wall_median:.3f} ({100 * (wall_median - 1):+.1f} %), "
         f"median CPU ratio {cpu_median:.3f} ({100 * (cpu_median - 1):+.1f} %), "
-        f"max |ΔLFR| {worst:.1e}"
+        f"max |ΔLFR| {worst:.1e}; analyze_model's capture (forward pass included) "
+        f"median {statistics.median(captures):.2f} s wall"
     )
 
 

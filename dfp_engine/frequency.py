@@ -245,8 +245,7 @@ def analyze_frequency(
         assert stats is not None
         scaling = FeatureScaling.from_statistics(stats, normalization)
         # the automatic grid looks at the same seeded row sample as on the exact path
-        sample = scaling.apply(z[grid_sample_rows(z.shape[0])], DTYPES[precision])
-        grid = _resolve_grid(sample, deltas, inverse_deltas, auto_deltas)
+        grid = _resolve_grid(z, deltas, inverse_deltas, auto_deltas, scaling.scale)
         estimate = sampled_lfr(
             z, scaling, y, grid, ci, seed=seed, block_size=block_size, dtype=DTYPES[precision],
             threads=threads, device=dev, backend=backend, on_progress=on_progress,
