@@ -150,10 +150,20 @@ def test_every_route_but_health_and_documentation_needs_a_key(
         for route in routes:
             if not isinstance(route, APIRoute) or route.path in PUBLIC:
                 continue
-            url = route.path.format(experiment_id=job_id, name="loss_curves")
+            url = route.path.format(
+                experiment_id=job_id,
+                analysis_id=job_id,
+                dataset_id=job_id,
+                name="loss_curves",
+            )
             for method in route.methods:
                 for headers in ({}, auth("dfp_000000000000_" + "x" * 43), auth(str(uuid.uuid4()))):
-                    response = anonymous.request(method, url, json=tiny_spec(), headers=headers)
+                    body = (  # a body the route accepts, so only the key is wrong
+                        {"dataset_id": job_id, "features": ["x"], "targets": "y"}
+                        if route.path.startswith("/v1/analyses")
+                        else tiny_spec()
+                    )
+                    response = anonymous.request(method, url, json=body, headers=headers)
                     assert response.status_code == 401, (method, url, response.text)
                     assert response.headers["www-authenticate"] == "Bearer"
                 checked.add((method, route.path))
