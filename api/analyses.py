@@ -30,7 +30,8 @@ from dfp.analyses.schemas import (
 )
 from dfp.errors import NotFoundError
 from dfp.experiments import service as jobs
-from dfp.experiments.schemas import TAG_PATTERN, FigurePublic, FiguresPublic, JobStatus
+from dfp.experiments.schemas import TAG_PATTERN, FigurePublic, FiguresPublic
+from dfp_engine.status import Status
 
 router = APIRouter(prefix="/v1/analyses", tags=["analyses"])
 ANALYSIS = jobs.ANALYSIS
@@ -84,7 +85,7 @@ def submit_analysis(
 def list_analyses(
     caller: CallerDep,
     status_: Annotated[
-        list[JobStatus] | None, Query(alias="status", description="Repeat to allow several.")
+        list[Status] | None, Query(alias="status", description="Repeat to allow several.")
     ] = None,
     tag: Annotated[str | None, Query(max_length=64, pattern=TAG_PATTERN)] = None,
     created_after: Annotated[

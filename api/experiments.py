@@ -28,9 +28,9 @@ from dfp.experiments.schemas import (
     ExperimentsPublic,
     FigurePublic,
     FiguresPublic,
-    JobStatus,
     ResultsPublic,
 )
+from dfp_engine.status import Status
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 
@@ -115,7 +115,7 @@ def submit_experiment(
 def list_experiments(
     caller: CallerDep,
     status_: Annotated[
-        list[JobStatus] | None, Query(alias="status", description="Repeat to allow several.")
+        list[Status] | None, Query(alias="status", description="Repeat to allow several.")
     ] = None,
     tag: Annotated[str | None, Query(max_length=64, pattern=TAG_PATTERN)] = None,
     created_after: Annotated[

@@ -33,7 +33,6 @@ from dfp_engine.results import (
     HistoryPoint,
     LayerAnalysis,
     RunResult,
-    RunStatus,
     SummaryRow,
 )
 from dfp_engine.spec import (
@@ -43,6 +42,7 @@ from dfp_engine.spec import (
     ExperimentSpec,
     InverseDeltas,
 )
+from dfp_engine.status import Status, aggregate_status
 from dfp_engine.thresholds import VerdictThresholds
 from dfp_engine.training import (
     SMALL_ANALYSIS_WORK,
@@ -254,7 +254,7 @@ def run_one(
     state = _Run(spec, run, index, on_progress, on_checkpoint)
     cancelled = should_cancel if should_cancel is not None else lambda: False
     if cancelled():
-        return _finish(state, "cancelled", _cancel_error(state, 0), started, base={})
+        return _finish(state, Status.CANCELLED, _cancel_error(state, 0), started, base={})
     device = resolve_device(run.training.device)
     data = load_dataset(run.dataset)
     layers = run.analysis_layers()
@@ -290,7 +290,7 @@ def _train(
     y_a: torch.Tensor,
     device: torch.device,
     cancelled: CancelCheck,
-) -> tuple[RunStatus, ErrorInfo | None]:
+) -> tuple[Status, ErrorInfo | None]:
     run = state.run
     epochs = run.training.epochs
     schedule = set(checkpoint_epochs(run.analysis, epochs))
@@ -329,14 +329,14 @@ def _train(
     if initial_loss is None:  # pragma: no cover - datasets guarantee two training samples
         raise ValueError("dataset: the train split is empty")
     if not math.isfinite(initial_loss):
-        return "failed", ErrorInfo(
+        return Status.FAILED, ErrorInfo(
             code="diverged", message="the loss at initialisation is not finite"
         )
     log(0, initial_loss, initial_accuracy)
     state.reached_target(initial_loss, 0, 0)
     state.progress(0, 0, initial_loss, f"{state.label}: analysing epoch 0")
     if (error := analyse(0)) is not None:
-        return "failed", error
+        return Status.FAILED, error
 
     stop: StopReason | None = None
     if run.training.stop_at_target and state.steps_to_target is not None:
@@ -353,7 +353,7 @@ def _train(
         stats = trainer.train_epoch(should_cancel=cancelled)
         if stats.stop == "diverged":
             message = f"train loss became {stats.loss} at epoch {epoch + 1} (step {trainer.step})"
-            return "failed", ErrorInfo(code="diverged", message=message)
+            return Status.FAILED, ErrorInfo(code="diverged", message=message)
         if trainer.full_batch and stats.target_step is not None and state.steps_to_target is None:
             state.steps_to_target = state.epochs_to_target = stats.target_step
         if stats.stop == "cancelled" or stats.batches == 0:
@@ -378,17 +378,17 @@ def _train(
                 epoch, trainer.step, stats.loss, f"{state.label}: analysing epoch {epoch}"
             )
             if (error := analyse(epoch)) is not None:
-                return "failed", error
+                return Status.FAILED, error
         state.progress(epoch, trainer.step, stats.loss, f"{state.label}: epoch {epoch}/{epochs}")
     if stop == "cancelled":
-        return "cancelled", _cancel_error(state, epoch)
+        return Status.CANCELLED, _cancel_error(state, epoch)
     # A run that ended early (target reached, step limit) is recorded in the state it ended in.
     if state.history[-1].epoch != epoch:
         log(epoch, *current)
     if state.checkpoints[-1].epoch != epoch and (error := analyse(epoch)) is not None:
-        return "failed", error
+        return Status.FAILED, error
     state.stop_reason = stop or "epochs"
-    return "succeeded", None
+    return Status.SUCCEEDED, None
 
 
 def _cancel_error(state: _Run, epoch: int) -> ErrorInfo:
@@ -397,7 +397,7 @@ def _cancel_error(state: _Run, epoch: int) -> ErrorInfo:
 
 def _finish(
     state: _Run,
-    status: RunStatus,
+    status: Status,
     error: ErrorInfo | None,
     started: float,
     base: dict[str, Any],
@@ -464,18 +464,14 @@ def assemble(
     environment: Environment,
     thresholds: VerdictThresholds | None = None,
 ) -> ExperimentResult:
-    """The experiment's result: cancelled if any run was, else failed if any failed."""
-    status: RunStatus = "succeeded"
-    error: ErrorInfo | None = None
-    for wanted in ("cancelled", "failed"):
-        hit = next((r for r in runs if r.status == wanted), None)
-        if hit is not None:
-            status = hit.status
-            if hit.error is not None:
-                error = ErrorInfo(
-                    code=hit.error.code, message=f"run {hit.index}: {hit.error.message}"
-                )
-            break
+    """The experiment's result: its status follows from the runs' (`aggregate_status`)."""
+    status = aggregate_status([run.status for run in runs])
+    culprit = next((r for r in runs if r.status == status != Status.SUCCEEDED), None)
+    error = None
+    if culprit is not None and culprit.error is not None:
+        error = ErrorInfo(
+            code=culprit.error.code, message=f"run {culprit.index}: {culprit.error.message}"
+        )
     result = ExperimentResult(
         spec=spec.model_dump(mode="json"),
         status=status,

@@ -13,7 +13,6 @@ from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session, selectinload, undefer
 
 from dfp.storage.models import (
-    TERMINAL_STATUSES,
     Job,
     JobTag,
     LayerCurve,
@@ -21,8 +20,8 @@ from dfp.storage.models import (
     RunCheckpoint,
 )
 from dfp.storage.types import utcnow
+from dfp_engine.status import TERMINAL_STATUSES, UNFINISHED_STATUSES
 
-UNFINISHED = ("queued", "running")
 # Plain tables, for INSERTs that need no ORM unit of work.
 JOBS = cast(Table, Job.__table__)
 JOB_TAGS = cast(Table, JobTag.__table__)
@@ -38,7 +37,7 @@ _COUNT_UNFINISHED = select(func.count()).select_from(
     select(JOBS.c.id)
     .where(
         JOBS.c.owner == bindparam("owner"),
-        or_(*(JOBS.c.status == status for status in UNFINISHED)),
+        or_(*(JOBS.c.status == status.value for status in UNFINISHED_STATUSES)),
     )
     .limit(bindparam("up_to"))
     .subquery()

@@ -17,7 +17,7 @@ from dfp.experiments import repository
 from dfp.experiments.curves import decode_layer, decode_table
 from dfp.experiments.schemas import ResultsPublic, RunResultPublic
 from dfp.experiments.service import EXPERIMENT, get_job
-from dfp.storage.models import TERMINAL_STATUSES, Job, Run
+from dfp.storage.models import Job, Run
 from dfp_engine.results import (
     Environment,
     ExperimentResult,
@@ -25,6 +25,7 @@ from dfp_engine.results import (
     SummaryRow,
     Verdict,
 )
+from dfp_engine.status import TERMINAL_STATUSES, Status
 from dfp_engine.thresholds import VerdictThresholds
 from dfp_engine.verdicts import compute_verdicts
 
@@ -191,7 +192,7 @@ def experiment_result(
     environment = {k: v for k, v in (runs[0].environment or {}).items() if k in fields}
     return ExperimentResult.model_construct(
         spec=job.spec,
-        status=job.status,  # type: ignore[arg-type]  # also queued or running while partial
+        status=Status(job.status),
         error=None,
         environment=Environment.model_construct(**environment),  # figures do not read it
         runs=engine_runs,
@@ -200,9 +201,7 @@ def experiment_result(
 
 
 def engine_run_result(run: RunResultPublic) -> RunResult:
-    """Back to the engine's model: a loss stored as null (it diverged) becomes NaN again.
-
-    A run still going keeps its status (`running`), which the engine's model cannot say."""
+    """Back to the engine's model: a loss stored as null (it diverged) becomes NaN again."""
     data = run.model_dump(exclude={"environment", "history", "checkpoints"})
     history = [
         {
@@ -211,16 +210,7 @@ def engine_run_result(run: RunResultPublic) -> RunResult:
         }
         for point in run.history
     ]
-    terminal = run.status in TERMINAL_STATUSES
-    result = RunResult.model_validate(
-        {
-            **data,
-            "status": run.status if terminal else "cancelled",
-            "history": history,
-            "checkpoints": run.checkpoints,
-        }
-    )
-    return result if terminal else result.model_copy(update={"status": run.status})
+    return RunResult.model_validate({**data, "history": history, "checkpoints": run.checkpoints})
 
 
 def csv_rows(results: ResultsPublic) -> Iterator[tuple[Any, ...]]:

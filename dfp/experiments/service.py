@@ -40,13 +40,14 @@ from dfp.queues.names import CPU_QUEUE, GPU_QUEUE
 from dfp.queues.protocols import RunDispatcher
 from dfp.settings import Settings
 from dfp.storage.database import UnitOfWork
-from dfp.storage.models import JOB_KINDS, TERMINAL_STATUSES, Job, JobTag, Run
+from dfp.storage.models import JOB_KINDS, Job, JobTag, Run
 from dfp.storage.types import utcnow
 from dfp.webhooks.addresses import RefusedCallbackError, check_callback_url
 from dfp.webhooks.events import COLLECTIONS
 from dfp_engine import __version__ as dfp_version
 from dfp_engine.results import ErrorInfo
 from dfp_engine.spec import ExperimentSpec
+from dfp_engine.status import TERMINAL_STATUSES, UNFINISHED_STATUSES
 
 MAX_CALLBACK_URL = 2048  # the column's size
 EXPERIMENT, ANALYSIS = JOB_KINDS
@@ -385,7 +386,7 @@ def cancel(uow: UnitOfWork, owner: str, job_id: uuid.UUID, kind: str = EXPERIMEN
     job = get_job(session, owner, job_id, kind)
     if job.status in TERMINAL_STATUSES:
         return job
-    if not repository.lock_job(session, job.id, Job.status.in_(repository.UNFINISHED)):
+    if not repository.lock_job(session, job.id, Job.status.in_(UNFINISHED_STATUSES)):
         session.refresh(job)
         return job
     now = utcnow()

@@ -165,20 +165,8 @@ def analysed_checkpoints(
         for layer in range(layers):
             features = rng.normal(size=(40, 4 + layer))
             result = analyze_frequency(features, labels, auto_deltas=n_deltas)
-            analyses.append(
-                LayerAnalysis(
-                    layer="input" if layer == 0 else f"hidden.{layer}",
-                    dim=result.dim,
-                    normalization=result.normalization,
-                    deltas=result.deltas,
-                    inverse_deltas=result.inverse_deltas,
-                    lfr=result.lfr,
-                    rdf_inverse_deltas=result.rdf_inverse_deltas,
-                    rdf=result.rdf,
-                    peak_inverse_delta=result.peak_inverse_delta,
-                    mean_inverse_delta=result.mean_inverse_delta,
-                )
-            )
+            name = "input" if layer == 0 else f"hidden.{layer}"
+            analyses.append(LayerAnalysis.from_frequency(name, result))
         checkpoints.append(Checkpoint(epoch=epoch, step=epoch * 3, layers=analyses))
     return checkpoints
 
