@@ -33,9 +33,11 @@ typecheck: install
 imports: install
 	$(BIN)/lint-imports --no-cache
 
-# The service tests need PostgreSQL and Redis: started here if they are not running.
+# The service tests need PostgreSQL and Redis (started here if they are not running) and the
+# browser tests Debian's chromium (installed here if it is missing).
 unit: install
 	scripts/ensure-services.sh
+	scripts/ensure-chromium.sh
 	$(BIN)/pytest -q
 
 test: lint typecheck imports unit

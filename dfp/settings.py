@@ -97,6 +97,11 @@ class Settings(BaseSettings):
         1.0, gt=0, description="How often webhook workers look for deliveries that are due."
     )
 
+    # Web UI (/ui): how long a login lasts; the session also ends when its API key is revoked.
+    ui_session_seconds: int = Field(
+        8 * 3600, ge=60, description="Lifetime of a web UI login, seconds."
+    )
+
     # Worker.
     worker_concurrency: int = Field(1, ge=1, description="Processes per CPU worker.")
     job_soft_time_limit: int = Field(6 * 3600, ge=1, description="Seconds before a run is stopped.")

@@ -134,12 +134,16 @@ def list_jobs(
     kind: str = "experiment",
     status: Collection[str] = (),
     tag: str | None = None,
+    name: str | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     after: tuple[datetime, uuid.UUID] | None = None,
 ) -> Sequence[Job]:
-    """Newest first, keyset-paginated on (created_at, id)."""
+    """Newest first, keyset-paginated on (created_at, id); `name` matches any part, any case."""
     query = select(Job).options(selectinload(Job.tags)).where(Job.owner == owner, Job.kind == kind)
+    if name:
+        pattern = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Job.name.ilike(f"%{pattern}%", escape="\\"))
     if status:
         query = query.where(Job.status.in_(list(status)))
     if tag is not None:

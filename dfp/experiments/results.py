@@ -75,17 +75,21 @@ def results_document(
     epochs: Collection[int] = (),
     thresholds: VerdictThresholds | None = None,
     kind: str = EXPERIMENT,
+    verdicts: bool = True,
 ) -> dict[str, Any]:
     """The stored result as plain JSON-ready data in the shape of ResultsPublic.
 
     Plain data because a result holds tens of thousands of numbers: building models of them
-    would cost more than reading them from the database."""
+    would cost more than reading them from the database. Without `verdicts` their list is
+    empty: they judge the whole stored result, so a narrow read would cost as much as all."""
     job = get_job(session, owner, job_id, kind)
     run_rows = _selected_runs(session, job, runs)
     checkpoints = _checkpoints_by_run(session, run_rows, layers, epochs)
     terminal = job.status in TERMINAL_STATUSES
     documents = [run_document(run, checkpoints.get(run.id, [])) for run in run_rows]
-    if runs or layers or epochs:  # verdicts always judge the whole stored result
+    if not verdicts:
+        whole = []
+    elif runs or layers or epochs:  # verdicts always judge the whole stored result
         every_run = repository.runs_of(session, job.id, results=True)
         every_checkpoint = _checkpoints_by_run(session, every_run, (), ())
         whole = [run_document(run, every_checkpoint.get(run.id, [])) for run in every_run]
@@ -101,7 +105,9 @@ def results_document(
         "summary": job.summary or [],
         "verdicts": [
             verdict.model_dump(mode="json") for verdict in _verdicts(job, whole, thresholds)
-        ],
+        ]
+        if verdicts
+        else [],
     }
 
 

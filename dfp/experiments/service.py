@@ -350,6 +350,7 @@ def list_experiments(
     kind: str = EXPERIMENT,
     status: Collection[str] = (),
     tag: str | None = None,
+    name: str | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
 ) -> ExperimentsPublic:
@@ -362,6 +363,7 @@ def list_experiments(
         kind=kind,
         status=status,
         tag=tag,
+        name=name,
         created_after=created_after,
         created_before=created_before,
         after=after,

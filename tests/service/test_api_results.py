@@ -217,3 +217,10 @@ def test_verdicts_are_the_engines_on_the_whole_stored_result(
     # A narrowed read still judges the whole result.
     narrowed = alice.get(f"/v1/experiments/{job_id}/results", params={"epoch": 0, "layer": "input"})
     assert narrowed.json()["verdicts"] == expected
+    # Asked to leave them out, the same read has the same curves and no verdicts.
+    lean = alice.get(
+        f"/v1/experiments/{job_id}/results",
+        params={"epoch": 0, "layer": "input", "verdicts": "false"},
+    ).json()
+    assert lean["verdicts"] == []
+    assert lean["runs"] == narrowed.json()["runs"]
