@@ -5,15 +5,17 @@ BIN := $(VENV)/bin
 # The pinned CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install run test lint typecheck unit bench load clean
+.PHONY: install run test lint typecheck imports unit bench load clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt examples/dfp_mixer_plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	# The example model plugin (entry-point group dfp.models), used by the tests.
+	$(BIN)/python -m pip install -q -c constraints.txt -e examples/dfp_mixer_plugin
 	touch $@
 
 # The main job: the service in embedded mode (API + worker; SQLite and a file queue, nothing else).
@@ -27,12 +29,18 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-# The service tests need PostgreSQL and Redis: started here if they are not running.
+# The import rules of pyproject.toml's [tool.importlinter] (engine, API, worker boundaries).
+imports: install
+	$(BIN)/lint-imports --no-cache
+
+# The service tests need PostgreSQL and Redis (started here if they are not running) and the
+# browser tests Debian's chromium (installed here if it is missing).
 unit: install
 	scripts/ensure-services.sh
+	scripts/ensure-chromium.sh
 	$(BIN)/pytest -q
 
-test: lint typecheck unit
+test: lint typecheck imports unit
 
 bench: install
 	$(BIN)/python benchmarks/frequency_bench.py

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from api import analyses, datasets, events, experiments, health, openapi, webhooks
 from api.deps import reject_unknown_query
@@ -17,11 +18,13 @@ from api.metrics import LatencyMiddleware, create_registry
 from api.rate_limit import create_rate_limiter
 from api.request_body import RequestBodyGuard
 from api.state import AppState, SchemaGate
+from api.ui import pages as ui_pages
+from api.ui.security import PageHeaders
 from dfp import __version__
+from dfp.queues.celery_app import create_celery
+from dfp.queues.dispatch import CeleryDispatcher
 from dfp.settings import Settings, get_settings
 from dfp.storage.database import Database
-from worker.app import create_celery
-from worker.dispatch import CeleryDispatcher
 
 log = logging.getLogger("api")
 
@@ -83,6 +86,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(analyses.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    # The web UI: pages on the same services, their assets served by dfp itself.
+    app.include_router(ui_pages.router)
+    app.mount("/ui/static", StaticFiles(directory=ui_pages.STATIC_DIR), name="ui-static")
+    app.add_middleware(PageHeaders)
     openapi.install(app)
     # Bodies are checked before routing; the latency middleware times refusals too.
     upload_limit = settings.max_dataset_bytes + datasets.FORM_OVERHEAD_BYTES

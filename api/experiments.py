@@ -28,9 +28,9 @@ from dfp.experiments.schemas import (
     ExperimentsPublic,
     FigurePublic,
     FiguresPublic,
-    JobStatus,
     ResultsPublic,
 )
+from dfp_engine.status import Status
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 
@@ -115,9 +115,12 @@ def submit_experiment(
 def list_experiments(
     caller: CallerDep,
     status_: Annotated[
-        list[JobStatus] | None, Query(alias="status", description="Repeat to allow several.")
+        list[Status] | None, Query(alias="status", description="Repeat to allow several.")
     ] = None,
     tag: Annotated[str | None, Query(max_length=64, pattern=TAG_PATTERN)] = None,
+    name: Annotated[
+        str | None, Query(max_length=200, description="Part of the name, in any case.")
+    ] = None,
     created_after: Annotated[
         UtcDatetime | None, Query(description="ISO 8601; without a zone it means UTC.")
     ] = None,
@@ -136,6 +139,7 @@ def list_experiments(
             cursor=cursor,
             status=status_ or (),
             tag=tag,
+            name=name,
             created_after=created_after,
             created_before=created_before,
         )
@@ -214,6 +218,13 @@ def get_results(
     run: RunFilter = None,
     layer: LayerFilter = None,
     epoch: EpochFilter = None,
+    verdicts: Annotated[
+        bool,
+        Query(
+            description="false leaves `verdicts` empty: they judge the whole stored result, "
+            "so computing them makes a narrow read (one run, one layer) cost as much as all."
+        ),
+    ] = True,
 ) -> Response:
     """The result: per run the history and per checkpoint and layer the LFR and RDF curves."""
     with caller.transaction() as (uow, owner):
@@ -225,6 +236,7 @@ def get_results(
             layers=layer or (),
             epochs=epoch or (),
             thresholds=caller.state.settings.verdict_thresholds(),
+            verdicts=verdicts,
         )
     # Built as plain data in ResultsPublic's shape (tested), serialised without models.
     return Response(to_json(document, inf_nan_mode="null"), media_type="application/json")
@@ -275,7 +287,7 @@ def get_results_csv(
 
 FIGURE_NAME = r"^[a-z0-9_]{1,64}$"
 # pyplot keeps global state: one figure at a time per process.
-_figure_lock = threading.Lock()
+figure_lock = threading.Lock()
 
 
 @router.get(
@@ -320,7 +332,7 @@ def get_figure(
             f"no figure '{name}' for experiment {experiment_id}; available: {', '.join(names)}",
             details={"available": names},
         )
-    with _figure_lock:
+    with figure_lock:
         png = render_figure(result, name)
     return Response(png, media_type="image/png")
 

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.state import AppState
 from dfp.experiments import repository
 from dfp.queues import CPU_QUEUE, GPU_QUEUE
-from dfp.storage.models import JOB_STATUSES
+from dfp_engine.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ class ServiceCollector(Collector):
         try:
             with self.state.db.unit_of_work() as uow:
                 counts = repository.jobs_by_status(uow.session)
-            for status in JOB_STATUSES:
-                jobs.add_metric([status], counts.get(status, 0))
+            for status in Status:
+                jobs.add_metric([status.value], counts.get(status, 0))
         except Exception as exc:
             log.warning("metrics: cannot count jobs: %s", exc)
         yield jobs

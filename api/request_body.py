@@ -43,6 +43,15 @@ def is_json_media_type(content_type: str) -> bool:
     return True
 
 
+# The web UI's forms post these; every other route takes JSON only.
+FORM_MEDIA_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+FORM_PATH_PREFIX = "/ui/"
+
+
+def is_form_media_type(content_type: str) -> bool:
+    return content_type.partition(";")[0].strip().lower() in FORM_MEDIA_TYPES
+
+
 def nesting_exceeds(document: Any, limit: int) -> bool:
     """Whether lists and objects in a parsed JSON document nest deeper than `limit`."""
     level = [document]
@@ -123,7 +132,10 @@ class RequestBodyGuard:
             if length is not None and length > self.max_bytes:
                 raise self._too_large()
             content_type = headers.get("content-type", "")
-            if not is_json_media_type(content_type):
+            form = str(scope["path"]).startswith(FORM_PATH_PREFIX) and is_form_media_type(
+                content_type
+            )
+            if not form and not is_json_media_type(content_type):
                 shown = content_type or "none"
                 raise UnsupportedMediaTypeError(
                     f"content type '{shown}' is not supported: send JSON with "
@@ -133,7 +145,8 @@ class RequestBodyGuard:
             body = await self._read(receive)
             if body is None:
                 return  # the client went away
-            check_json_body(body)
+            if not form:
+                check_json_body(body)
         except DfpError as exc:
             await JSONResponse(exc.to_body(), status_code=exc.status_code)(scope, receive, send)
             return

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 from api.rate_limit import RateLimiter
 from dfp.errors import ServiceUnavailableError
+from dfp.queues.dispatch import CeleryDispatcher
 from dfp.settings import Settings
 from dfp.storage.database import Database
 from dfp.storage.migrate import SchemaState, schema_state
-from worker.dispatch import CeleryDispatcher
 
 log = logging.getLogger("api")
 

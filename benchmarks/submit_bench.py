@@ -38,11 +38,12 @@ sys.path.insert(0, str(REPO))
 from benchmarks.http_load import HttpConnection, percentile  # noqa: E402
 from dfp.experiments import lifecycle  # noqa: E402
 from dfp.keys.service import create_key  # noqa: E402
+from dfp.queues.celery_app import create_celery  # noqa: E402
+from dfp.queues.names import EXECUTE_RUN  # noqa: E402
 from dfp.settings import Settings  # noqa: E402
 from dfp.storage import migrate  # noqa: E402
 from dfp.storage.database import Database  # noqa: E402
 from dfp_engine.results import Checkpoint, HistoryPoint, LayerAnalysis, RunResult  # noqa: E402
-from worker.app import EXECUTE_RUN, create_celery  # noqa: E402
 
 PG_ADMIN = os.environ.get("DFP_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("DFP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")

@@ -51,6 +51,13 @@ class UnauthenticatedError(DfpError):
     code = "unauthenticated"
 
 
+class ForbiddenError(DfpError):
+    """A request the caller may not make as sent (a browser form without its CSRF token)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFoundError(DfpError):
     status_code = 404
     code = "not_found"
@@ -97,6 +104,7 @@ ERRORS_BY_CODE: dict[str, type[DfpError]] = {
 }
 ERRORS_BY_STATUS: dict[int, type[DfpError]] = {
     401: UnauthenticatedError,
+    403: ForbiddenError,
     404: NotFoundError,
     409: ConflictError,
     413: PayloadTooLargeError,

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # Folders whose files specs may name (npz paths, image dataset roots); empty: data_dir/datasets.
     dataset_roots: list[Path] = Field(default_factory=list)
 
+    # Model plugins (entry-point group dfp.models) specs may name; empty: every installed one.
+    model_plugins: list[str] = Field(default_factory=list)
+
     # Uploaded datasets (POST /v1/datasets).
     max_dataset_bytes: int = Field(
         1 << 30, ge=1024, description="Largest .npy/.npz file accepted (413 above)."
@@ -92,6 +95,11 @@ class Settings(BaseSettings):
     )
     webhook_poll_seconds: float = Field(
         1.0, gt=0, description="How often webhook workers look for deliveries that are due."
+    )
+
+    # Web UI (/ui): how long a login lasts; the session also ends when its API key is revoked.
+    ui_session_seconds: int = Field(
+        8 * 3600, ge=60, description="Lifetime of a web UI login, seconds."
     )
 
     # Worker.

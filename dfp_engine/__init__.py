@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from dfp_engine.version import __version__
 
 _EXPORTS = {
     "FrequencyResult": "dfp_engine.frequency",

@@ -26,11 +26,13 @@ def analyze_arrays(
     device: str = "cpu",
     on_progress: Callable[[float], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    ci: float | None = None,
 ) -> Iterator[LayerAnalysis]:
     """Analyse each feature array (n, ...) in order against `targets`; yields each layer as it
     is done. `grid` is one of deltas / inverse_deltas / auto_deltas as analyze_frequency takes
     it; `on_progress` sees the fraction over all layers; `should_cancel`, polled as the tiles
-    progress, stops the work with AnalysisCancelledError."""
+    progress, stops the work with AnalysisCancelledError; `ci` asks for the row-sampled
+    estimate (analyze_frequency's `ci`)."""
     names = list(features)
     cancelled = should_cancel or (lambda: False)
     for index, name in enumerate(names):
@@ -51,6 +53,7 @@ def analyze_arrays(
             predictions=predictions,
             device=device,
             on_progress=progress,
+            ci=ci,
             **grid,
         )
         yield LayerAnalysis.from_frequency(name, result)

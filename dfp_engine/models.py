@@ -9,12 +9,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from dfp_engine.plugins import load_plugin
 from dfp_engine.spec import (
     Activation,
     CNNModel,
     Initialization,
     MLPModel,
     ModelSpec,
+    PluginModel,
     ResNetModel,
 )
 from dfp_engine.spec.models import RESNET_STAGES, hidden_names
@@ -247,9 +249,39 @@ def initialize(
             nn.init.zeros_(module.bias)
 
 
+class PluginNetwork(Network):
+    """A plugin's module; its capture points are submodules named by the plugin."""
+
+    def __init__(self, module: nn.Module, points: Sequence[str]) -> None:
+        super().__init__()
+        self.module = module
+        self.points = list(points)
+        for name in self.points:
+            try:
+                module.get_submodule(name)
+            except AttributeError:
+                raise ValueError(f"model plugin: the module has no submodule '{name}'") from None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.module(x)
+        return out
+
+    def capture_points(self) -> dict[str, nn.Module]:
+        points = {name: self.module.get_submodule(name) for name in self.points}
+        points["output"] = self.module
+        return points
+
+
 def build_model(spec: ModelSpec, input_shape: Sequence[int], n_outputs: int) -> Network:
     """The network for `spec` on inputs of `input_shape` (per sample) with `n_outputs` outputs."""
     model: Network
+    if isinstance(spec, PluginModel):
+        plugin = load_plugin(spec.name)
+        params = spec.checked_params()
+        module = plugin.build(params, tuple(input_shape), n_outputs)
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"model plugin '{spec.name}': build did not return an nn.Module")
+        return PluginNetwork(module, hidden_names(spec))
     if isinstance(spec, MLPModel):
         model = MLP(spec, math.prod(input_shape), n_outputs)
         initialize(model, spec.init, spec.activation, spec.init_std)

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from dfp_engine import __version__
 from dfp_engine.model_analysis import ModelAnalysis, analyze_model, input_batches, model_dtype
 from dfp_engine.results import (
     Checkpoint,
@@ -30,6 +29,7 @@ from dfp_engine.results import (
     RunResult,
 )
 from dfp_engine.selectors import resolve_selectors
+from dfp_engine.version import __version__
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dfp_engine.status import Status
+
 if TYPE_CHECKING:
     from dfp_engine.frequency import FrequencyResult
 
-RunStatus = Literal["succeeded", "failed", "cancelled"]
 Outcome = Literal["holds", "does_not_hold", "inconclusive"]
 
 
@@ -113,11 +114,14 @@ class HistoryPoint(ResultModel):
 
 
 class RunResult(ResultModel):
-    """One training run (one sweep value) with its history and per-checkpoint analyses."""
+    """One training run (one sweep value) with its history and per-checkpoint analyses.
+
+    The engine ends every run succeeded, failed or cancelled; a stored run read back while its
+    experiment goes on may still be queued or running."""
 
     index: int
     sweep_value: Any = None
-    status: RunStatus
+    status: Status
     error: ErrorInfo | None = None
     steps_to_target: int | None = None
     epochs_to_target: int | None = None
@@ -146,7 +150,7 @@ class SummaryRow(ResultModel):
     """One sweep value against time-to-target and the summary layer's RDF peak per checkpoint."""
 
     sweep_value: Any = None
-    status: RunStatus
+    status: Status
     steps_to_target: int | None = None
     epochs_to_target: int | None = None
     final_train_loss: float | None = None
@@ -178,7 +182,7 @@ class Verdict(ResultModel):
 
 class ExperimentResult(ResultModel):
     spec: dict[str, Any]
-    status: RunStatus
+    status: Status
     error: ErrorInfo | None = None
     environment: Environment
     runs: list[RunResult]

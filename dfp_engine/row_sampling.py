@@ -1,4 +1,5 @@
-"""Row-sampled LFR with 95 % confidence intervals: O(m · n · |δ|) instead of O(n² · |δ|).
+"""Row-sampled LFR with 95 % confidence intervals: O(m · n · |δ|) instead of O(n² · |δ|)
+(docs/method.md §2a).
 
 LFR(δ) = Σ_i a_i(δ) / P with a_i = |y_i^low|² and P = Σ_i |y_i|² (known exactly). Each a_i
 needs the kernel row of i against all n points, so a simple random sample S of m rows drawn

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from dfp_engine import __version__
 from dfp_engine.capture import capture_representations
 from dfp_engine.datasets import Dataset, load_dataset
 from dfp_engine.frequency import analyze_frequency
@@ -34,7 +33,6 @@ from dfp_engine.results import (
     HistoryPoint,
     LayerAnalysis,
     RunResult,
-    RunStatus,
     SummaryRow,
 )
 from dfp_engine.spec import (
@@ -43,10 +41,8 @@ from dfp_engine.spec import (
     EveryEpochs,
     ExperimentSpec,
     InverseDeltas,
-    capture_names,
-    resolve_layer,
-    resolve_layers,
 )
+from dfp_engine.status import Status, aggregate_status
 from dfp_engine.thresholds import VerdictThresholds
 from dfp_engine.training import (
     SMALL_ANALYSIS_WORK,
@@ -56,6 +52,7 @@ from dfp_engine.training import (
     seeded,
 )
 from dfp_engine.verdicts import compute_verdicts
+from dfp_engine.version import __version__
 
 # With history_every unset, log about this many points per run (plus checkpoints and the end).
 HISTORY_POINTS = 1000
@@ -103,22 +100,6 @@ def grid_arguments(spec: AnalysisSpec) -> dict[str, Any]:
     if isinstance(spec.deltas, InverseDeltas):
         return {"inverse_deltas": list(spec.deltas.inverse)}
     return {"deltas": list(spec.deltas)}
-
-
-def analysis_layers(spec: ExperimentSpec) -> list[str]:
-    """Canonical names of the layers a run analyses (the input too when filtering-testing)."""
-    names = capture_names(spec.model)
-    layers = resolve_layers(spec.analysis.layers, names)
-    if spec.analysis.filtering_test and "input" not in layers:
-        layers.insert(0, "input")
-    return layers
-
-
-def summary_layer(spec: ExperimentSpec) -> str:
-    """The layer summarised across sweep runs: the spec's choice, else the deepest analysed."""
-    if spec.analysis.summary_layer is not None:
-        return resolve_layer(spec.analysis.summary_layer, capture_names(spec.model))
-    return analysis_layers(spec)[-1]
 
 
 def analysis_subset(data: Dataset, n_samples: int, seed: int) -> torch.Tensor:
@@ -273,10 +254,10 @@ def run_one(
     state = _Run(spec, run, index, on_progress, on_checkpoint)
     cancelled = should_cancel if should_cancel is not None else lambda: False
     if cancelled():
-        return _finish(state, "cancelled", _cancel_error(state, 0), started, base={})
+        return _finish(state, Status.CANCELLED, _cancel_error(state, 0), started, base={})
     device = resolve_device(run.training.device)
     data = load_dataset(run.dataset)
-    layers = analysis_layers(run)
+    layers = run.analysis_layers()
     with seeded(run.training.seed, device):
         model = build_model(run.model, data.input_shape, data.n_outputs).to(device)
         trainer = Trainer(model, data, run.training, device)
@@ -309,7 +290,7 @@ def _train(
     y_a: torch.Tensor,
     device: torch.device,
     cancelled: CancelCheck,
-) -> tuple[RunStatus, ErrorInfo | None]:
+) -> tuple[Status, ErrorInfo | None]:
     run = state.run
     epochs = run.training.epochs
     schedule = set(checkpoint_epochs(run.analysis, epochs))
@@ -348,14 +329,14 @@ def _train(
     if initial_loss is None:  # pragma: no cover - datasets guarantee two training samples
         raise ValueError("dataset: the train split is empty")
     if not math.isfinite(initial_loss):
-        return "failed", ErrorInfo(
+        return Status.FAILED, ErrorInfo(
             code="diverged", message="the loss at initialisation is not finite"
         )
     log(0, initial_loss, initial_accuracy)
     state.reached_target(initial_loss, 0, 0)
     state.progress(0, 0, initial_loss, f"{state.label}: analysing epoch 0")
     if (error := analyse(0)) is not None:
-        return "failed", error
+        return Status.FAILED, error
 
     stop: StopReason | None = None
     if run.training.stop_at_target and state.steps_to_target is not None:
@@ -372,7 +353,7 @@ def _train(
         stats = trainer.train_epoch(should_cancel=cancelled)
         if stats.stop == "diverged":
             message = f"train loss became {stats.loss} at epoch {epoch + 1} (step {trainer.step})"
-            return "failed", ErrorInfo(code="diverged", message=message)
+            return Status.FAILED, ErrorInfo(code="diverged", message=message)
         if trainer.full_batch and stats.target_step is not None and state.steps_to_target is None:
             state.steps_to_target = state.epochs_to_target = stats.target_step
         if stats.stop == "cancelled" or stats.batches == 0:
@@ -397,17 +378,17 @@ def _train(
                 epoch, trainer.step, stats.loss, f"{state.label}: analysing epoch {epoch}"
             )
             if (error := analyse(epoch)) is not None:
-                return "failed", error
+                return Status.FAILED, error
         state.progress(epoch, trainer.step, stats.loss, f"{state.label}: epoch {epoch}/{epochs}")
     if stop == "cancelled":
-        return "cancelled", _cancel_error(state, epoch)
+        return Status.CANCELLED, _cancel_error(state, epoch)
     # A run that ended early (target reached, step limit) is recorded in the state it ended in.
     if state.history[-1].epoch != epoch:
         log(epoch, *current)
     if state.checkpoints[-1].epoch != epoch and (error := analyse(epoch)) is not None:
-        return "failed", error
+        return Status.FAILED, error
     state.stop_reason = stop or "epochs"
-    return "succeeded", None
+    return Status.SUCCEEDED, None
 
 
 def _cancel_error(state: _Run, epoch: int) -> ErrorInfo:
@@ -416,7 +397,7 @@ def _cancel_error(state: _Run, epoch: int) -> ErrorInfo:
 
 def _finish(
     state: _Run,
-    status: RunStatus,
+    status: Status,
     error: ErrorInfo | None,
     started: float,
     base: dict[str, Any],
@@ -444,7 +425,7 @@ def summarize(spec: ExperimentSpec, runs: list[RunResult]) -> list[SummaryRow]:
     """Per run: sweep value, time to target, final loss and the summary layer's RDF peaks."""
     rows: list[SummaryRow] = []
     for run in runs:
-        layer = summary_layer(spec.run_specs[run.index])
+        layer = spec.run_specs[run.index].summary_layer()
         peaks: dict[str, float | None] = {}
         for checkpoint in run.checkpoints:
             match = next((la for la in checkpoint.layers if la.layer == layer), None)
@@ -483,18 +464,14 @@ def assemble(
     environment: Environment,
     thresholds: VerdictThresholds | None = None,
 ) -> ExperimentResult:
-    """The experiment's result: cancelled if any run was, else failed if any failed."""
-    status: RunStatus = "succeeded"
-    error: ErrorInfo | None = None
-    for wanted in ("cancelled", "failed"):
-        hit = next((r for r in runs if r.status == wanted), None)
-        if hit is not None:
-            status = hit.status
-            if hit.error is not None:
-                error = ErrorInfo(
-                    code=hit.error.code, message=f"run {hit.index}: {hit.error.message}"
-                )
-            break
+    """The experiment's result: its status follows from the runs' (`aggregate_status`)."""
+    status = aggregate_status([run.status for run in runs])
+    culprit = next((r for r in runs if r.status == status != Status.SUCCEEDED), None)
+    error = None
+    if culprit is not None and culprit.error is not None:
+        error = ErrorInfo(
+            code=culprit.error.code, message=f"run {culprit.index}: {culprit.error.message}"
+        )
     result = ExperimentResult(
         spec=spec.model_dump(mode="json"),
         status=status,

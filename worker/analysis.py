@@ -22,7 +22,7 @@ from dfp_engine import __version__ as dfp_version
 from dfp_engine.captured import AnalysisCancelledError, analyze_arrays
 from dfp_engine.results import Checkpoint, ErrorInfo, LayerAnalysis, RunResult
 from worker.context import WorkerContext
-from worker.execution import SHUTDOWN, RunMonitor, _failed, _release, _store
+from worker.execution import SHUTDOWN, RunMonitor, _failed, _store, release
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def execute_analysis(ctx: WorkerContext, lease: Lease) -> None:
     with monitor:
         result = _analyse(ctx, lease, request, monitor)
     if monitor.stop_reason == SHUTDOWN and result.status == "cancelled":
-        _release(ctx, lease, "its worker shut down")
+        release(ctx, lease, "its worker shut down")
         return
     stored = _store(ctx, lease, result, _environment(ctx, request), None)
     log.info("analysis run %s: %s%s", lease.run_id, result.status, "" if stored else " (lost)")
@@ -101,6 +101,7 @@ def _analyse(
                 device=request.device,
                 on_progress=progress,
                 should_cancel=monitor.should_cancel,
+                ci=request.ci,
             )
             for layer in layers:
                 done.append(layer)

@@ -11,9 +11,9 @@ from pathlib import Path
 from celery import Celery
 from celery.signals import worker_process_init
 
+from dfp.queues.dispatch import CeleryDispatcher
 from dfp.settings import Settings, get_settings
 from dfp.storage.database import Database
-from worker.dispatch import CeleryDispatcher
 
 _databases: weakref.WeakSet[Database] = weakref.WeakSet()
 # The host's own pid namespace (PROC_PID_INIT_INO): pids there need no qualifier.
@@ -101,4 +101,4 @@ def _forget_parent_connections(**_: object) -> None:
         db.engine.dispose(close=False)
     _context = None
     # Load the engine (torch) now rather than in the first task; this never touches CUDA.
-    import worker.execution  # noqa: F401
+    import dfp_engine.runner  # noqa: F401

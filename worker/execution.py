@@ -29,7 +29,7 @@ from dfp.experiments.curves import checkpoint_bytes, history_bytes
 from dfp.experiments.lifecycle import Lease, ProgressReport
 from dfp.storage.database import Database, is_transient
 from dfp_engine.results import Checkpoint, ErrorInfo, RunResult
-from dfp_engine.runner import Progress, environment, run_one, summarize
+from dfp_engine.runner import Progress, environment, run_one
 from dfp_engine.spec import ExperimentSpec
 from dfp_engine.training import resolve_device
 from worker import shutdown
@@ -163,28 +163,8 @@ def _progress(report: Progress) -> ProgressReport:
     )
 
 
-def execute(ctx: WorkerContext, run_id: int) -> None:
-    """The whole task body; every failure ends as a stored run status, never a lost job."""
-    lease = _retrying(lambda: _claim(ctx, run_id), what=f"claim of run {run_id}")
-    if lease is None:
-        log.info("run %s: nothing to do (already taken, finished or cancelled)", run_id)
-        return
-    log.info("run %s: attempt %s started", run_id, lease.attempt)
-    try:
-        if lease.kind == "analysis":
-            from worker.analysis import execute_analysis
-
-            execute_analysis(ctx, lease)
-        else:
-            _execute(ctx, lease)
-    except (SystemExit, KeyboardInterrupt):
-        # SIGTERM to this pool process: hand the run back on the way out (one try; if the
-        # database is away too, the reconciler finds the run by its missing heartbeat).
-        _release(ctx, lease, "its worker was stopped")
-        raise
-
-
-def _execute(ctx: WorkerContext, lease: Lease) -> None:
+def execute_experiment_run(ctx: WorkerContext, lease: Lease) -> None:
+    """Train and analyse one leased run of an experiment and store its outcome."""
     try:
         spec: ExperimentSpec | None = ExperimentSpec.model_validate(lease.spec)
     except ValidationError as exc:  # stored by an older version whose specs this one refuses
@@ -193,17 +173,17 @@ def _execute(ctx: WorkerContext, lease: Lease) -> None:
     if spec is not None:
         result, monitor = _run(ctx, lease, spec)
         if monitor.stop_reason == SHUTDOWN and result.status == "cancelled":
-            _release(ctx, lease, "its worker shut down")
+            release(ctx, lease, "its worker shut down")
             return
         result = _within_size_limit(ctx, lease, result, monitor)
     environment = _environment(spec.run_specs[lease.index], ctx) if spec else None
-    stored = _store(ctx, lease, result, environment, _summarizer(spec))
+    stored = _store(ctx, lease, result, environment, spec.summary_layers() if spec else None)
     log.info(
         "run %s: %s%s", lease.run_id, result.status, "" if stored else " (lease lost; discarded)"
     )
 
 
-def _claim(ctx: WorkerContext, run_id: int) -> Lease | None:
+def claim(ctx: WorkerContext, run_id: int) -> Lease | None:
     with ctx.db.unit_of_work() as uow:
         return lifecycle.claim_run(
             uow.session,
@@ -275,30 +255,24 @@ def _within_size_limit(
     )
 
 
-def _summarizer(spec: ExperimentSpec | None) -> lifecycle.Summarizer | None:
-    if spec is None:
-        return None
-    return lambda runs: summarize(spec, runs)
-
-
 def _store(
     ctx: WorkerContext,
     lease: Lease,
     result: RunResult,
     environment: dict[str, Any] | None,
-    summarizer: lifecycle.Summarizer | None,
+    summary_layers: list[str] | None,
 ) -> bool:
     """Write the outcome, riding out an outage; a write the database refuses fails the run."""
     what = f"run {lease.run_id}"
     try:
-        return _retrying(lambda: _finish(ctx, lease, result, environment, summarizer), what=what)
+        return retrying(lambda: _finish(ctx, lease, result, environment, summary_layers), what=what)
     except SQLAlchemyError as exc:
         if is_transient(exc):
             raise  # still unreachable: the reconciler requeues the run once it is back
         log.exception("%s: the database refused the result", what)
         reason = f"the result could not be stored: {_reason(exc)}"
         failed = _failed(lease, "storage_error", reason)
-        return _retrying(lambda: _finish(ctx, lease, failed, environment, None), what=what)
+        return retrying(lambda: _finish(ctx, lease, failed, environment, None), what=what)
 
 
 def _finish(
@@ -306,13 +280,13 @@ def _finish(
     lease: Lease,
     result: RunResult,
     environment: dict[str, Any] | None,
-    summarizer: lifecycle.Summarizer | None,
+    summary_layers: list[str] | None,
 ) -> bool:
     with ctx.db.unit_of_work() as uow:
-        return lifecycle.finish_run(uow.session, lease, result, environment, summarizer)
+        return lifecycle.finish_run(uow.session, lease, result, environment, summary_layers)
 
 
-def _release(ctx: WorkerContext, lease: Lease, reason: str) -> None:
+def release(ctx: WorkerContext, lease: Lease, reason: str) -> None:
     """Requeue the run for another worker now (the task message goes out after the commit)."""
     try:
         with ctx.db.unit_of_work() as uow:
@@ -325,7 +299,7 @@ def _release(ctx: WorkerContext, lease: Lease, reason: str) -> None:
     log.info("run %s: attempt %s handed back (%s)", lease.run_id, lease.attempt, reason)
 
 
-def _retrying(write: Callable[[], T], *, what: str, delays: tuple[float, ...] = RETRY_DELAYS) -> T:
+def retrying(write: Callable[[], T], *, what: str, delays: tuple[float, ...] = RETRY_DELAYS) -> T:
     """A claim or final write survives a short database outage; the work it records took long."""
     for delay in delays:
         try:

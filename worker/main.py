@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from celery import Celery
 
+from dfp.queues.celery_app import create_celery
 from dfp.settings import Settings, get_settings
 from worker import shutdown  # noqa: F401 - its flag must exist before the pool forks
-from worker.app import create_celery
 from worker.reconciler import ReconcilerStep
 from worker.tasks import register_tasks
 

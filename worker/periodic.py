@@ -8,10 +8,10 @@ from typing import Any, ClassVar
 
 from celery import bootsteps
 
+from dfp.queues.dispatch import CeleryDispatcher
 from dfp.settings import Settings, get_settings
 from dfp.storage.database import Database
 from worker.context import open_database
-from worker.dispatch import CeleryDispatcher
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ import random
 from typing import ClassVar
 
 from dfp.experiments.reconciler import reconcile
+from dfp.queues.dispatch import CeleryDispatcher
 from dfp.settings import Settings
 from dfp.storage.database import Database
 from worker.context import holder_alive
-from worker.dispatch import CeleryDispatcher
 from worker.periodic import PeriodicStep
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import uuid
 
 from celery import Celery, Task
 
-from worker.app import DELIVER_WEBHOOK, EXECUTE_RUN
+from dfp.queues.names import DELIVER_WEBHOOK, EXECUTE_RUN
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +17,7 @@ def register_tasks(app: Celery) -> None:
     def execute_run(task: Task, run_id: int) -> None:  # type: ignore[type-arg]
         """Claim the run, train and analyse it with the engine, store the outcome."""
         from worker.context import worker_context
-        from worker.execution import execute
+        from worker.runs import execute
 
         execute(worker_context(task.app), run_id)
 

@@ -12,6 +12,7 @@ import uuid
 from functools import partial
 from typing import ClassVar
 
+from dfp.queues.dispatch import CeleryDispatcher
 from dfp.settings import Settings, get_settings
 from dfp.storage.database import Database
 from dfp.storage.types import utcnow
@@ -19,7 +20,6 @@ from dfp.webhooks import outbox
 from dfp.webhooks.delivery import post_event
 from dfp.webhooks.signing import owner_secret
 from worker.context import WorkerContext
-from worker.dispatch import CeleryDispatcher
 from worker.periodic import PeriodicStep
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from dfp.experiments.schemas import ExperimentPublic, ExperimentsPublic, PublicM
 from dfp_engine.deltas import validate_deltas
 from dfp_engine.normalization import NormalizationMode
 from dfp_engine.results import ErrorInfo, LayerAnalysis
-from dfp_engine.spec import PlainText, SpecModel
+from dfp_engine.spec import PlainText, SpecModel, field_error
 from dfp_engine.spec.datasets import ArrayName
 
 MAX_LAYERS = 64
@@ -45,6 +45,13 @@ class AnalysisRequest(SpecModel):
     device: Annotated[str, Field(pattern=r"^(cpu|cuda(:[0-9]{1,2})?)$")] = Field(
         "cpu", description="cpu, or cuda[:N] (queued for the GPU workers)."
     )
+    ci: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Estimate LFR from sampled rows until its 95 % half-width is at most this "
+        "at every δ (exact when that needs half the rows); not with predictions.",
+    )
 
     @field_validator("deltas", "inverse_deltas")
     @classmethod
@@ -57,6 +64,12 @@ class AnalysisRequest(SpecModel):
         if len(set(names)) != len(names):
             raise ValueError("names an array twice")
         return names
+
+    @model_validator(mode="after")
+    def _ci_without_predictions(self) -> AnalysisRequest:
+        if self.ci is not None and self.predictions is not None:
+            field_error(("ci",), "the row-sampled estimator does not run the filtering test", 1)
+        return self
 
     @model_validator(mode="after")
     def _one_grid(self) -> AnalysisRequest:

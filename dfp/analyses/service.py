@@ -31,7 +31,6 @@ from dfp.experiments import repository
 from dfp.experiments.results import results_document
 from dfp.experiments.service import (
     ANALYSIS,
-    RunDispatcher,
     Submission,
     _replay,
     check_callback,
@@ -39,6 +38,7 @@ from dfp.experiments.service import (
     request_hash,
 )
 from dfp.queues import CPU_QUEUE, GPU_QUEUE
+from dfp.queues.protocols import RunDispatcher
 from dfp.settings import Settings
 from dfp.storage.database import UnitOfWork
 from dfp.storage.models import Job, JobTag, Run

@@ -1,4 +1,4 @@
-"""The `dfp` command: every subcommand registers itself on `app` from its own module."""
+"""The `dfp` command: every subcommand registers itself on `dfp.cli.app` from its own module."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from dfp.cli.app import app
 from dfp.cli.errors import CliError
 
 try:  # typer >= 0.26 vendors its own click
@@ -14,30 +15,15 @@ try:  # typer >= 0.26 vendors its own click
 except ImportError:  # pragma: no cover - older typer on top of click
     from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[assignment]
 
-app = typer.Typer(
-    name="dfp",
-    help="Measure the Deep Frequency Principle: per-layer frequency ratios of trained networks.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-
-
-@app.callback()
-def _root() -> None:
-    """Measure the Deep Frequency Principle: per-layer frequency ratios of trained networks."""
-
-
 # Imported for their side effect of registering commands on `app`.
-from dfp.cli import analyses as _analyses  # noqa: E402,F401
-from dfp.cli import analyze as _analyze  # noqa: E402,F401
-from dfp.cli import client as _client  # noqa: E402,F401
-from dfp.cli import datasets as _datasets  # noqa: E402,F401
-from dfp.cli import db as _db  # noqa: E402,F401
-from dfp.cli import experiment as _experiment  # noqa: E402,F401
-from dfp.cli import keys as _keys  # noqa: E402,F401
-from dfp.cli import serve as _serve  # noqa: E402,F401
+from dfp.cli import analyses as _analyses  # noqa: F401
+from dfp.cli import analyze as _analyze  # noqa: F401
+from dfp.cli import client as _client  # noqa: F401
+from dfp.cli import datasets as _datasets  # noqa: F401
+from dfp.cli import db as _db  # noqa: F401
+from dfp.cli import experiment as _experiment  # noqa: F401
+from dfp.cli import keys as _keys  # noqa: F401
+from dfp.cli import serve as _serve  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dfp.cli import app
 from dfp.cli.analyze import parse_float_list
+from dfp.cli.app import app
 from dfp.cli.client import JsonOption, connect
 from dfp.cli.errors import fail
 from dfp.cli.options import ApiKeyOption, UrlOption
@@ -60,6 +60,10 @@ def submit(
     normalize: Annotated[str | None, typer.Option(help="Normalisation mode.")] = None,
     predictions: Annotated[str | None, typer.Option(help="Network outputs array.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda[:N].")] = None,
+    ci: Annotated[
+        float | None,
+        typer.Option(help="Row-sampled estimate: 95 % half-width at most W.", metavar="W"),
+    ] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="Tag (repeatable).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until it finishes.")] = False,
     timeout: Annotated[float | None, typer.Option(help="Give up waiting after S s.")] = None,
@@ -82,6 +86,7 @@ def submit(
             normalization=normalize,
             predictions=predictions,
             device=device,
+            ci=ci,
             tags=tag or (),
         )
         print(analysis.id, flush=True)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dfp.cli import app
+from dfp.cli.app import app
 from dfp.cli.arrays import load_array
 from dfp.cli.errors import fail
 from dfp.cli.progress import progress_callback

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dfp.cli import app
+from dfp.cli.app import app
 from dfp.cli.client import JsonOption, connect
 from dfp.cli.errors import fail
 from dfp.cli.options import ApiKeyOption, UrlOption

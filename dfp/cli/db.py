@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from dfp.cli import app
+from dfp.cli.app import app
 from dfp.cli.errors import fail
 from dfp.cli.options import DataDirOption, load_settings
 

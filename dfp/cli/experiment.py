@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dfp.cli import app
+from dfp.cli.app import app
 from dfp.cli.errors import fail
 from dfp.cli.progress import progress_bar
 from dfp.cli.verdicts import verdict_table

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dfp.cli import app
+from dfp.cli.app import app
 from dfp.cli.errors import fail
 from dfp.cli.options import DataDirOption, load_settings
 from dfp.errors import DfpError

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dfp.cli import app
+from dfp.cli.app import app
 from dfp.cli.db import database_schema
 from dfp.cli.errors import fail
 from dfp.cli.options import DataDirOption, load_settings

@@ -10,8 +10,7 @@ from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.orm import Session
 
 from dfp.storage.models import Dataset, Job
-
-UNFINISHED = ("queued", "running")
+from dfp_engine.status import UNFINISHED_STATUSES
 
 
 def get(
@@ -45,5 +44,7 @@ def list_page(
 
 def in_use(session: Session, dataset_id: uuid.UUID) -> bool:
     """Whether an unfinished job reads the dataset."""
-    query = select(exists().where(Job.dataset_id == dataset_id, Job.status.in_(UNFINISHED)))
+    query = select(
+        exists().where(Job.dataset_id == dataset_id, Job.status.in_(UNFINISHED_STATUSES))
+    )
     return bool(session.scalar(query))

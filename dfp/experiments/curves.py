@@ -123,6 +123,19 @@ def decode_table(data: bytes, layout: list[list[str]]) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
+def last_value(data: bytes, layout: list[list[str]], name: str) -> float | None:
+    """The last row's `name` of a table `encode_table` stored, without decoding the rest."""
+    names = [column for column, _ in layout]
+    rows = len(data) // (8 * len(names)) if names else 0
+    if name not in names or rows == 0:
+        return None
+    at = 8 * ((names.index(name) + 1) * rows - 1)  # the column's last value
+    value = array("d")
+    value.frombytes(data[at : at + 8])
+    (number,) = _little_endian(value)
+    return None if number != number else number
+
+
 def _kind(column: list[Any]) -> str:
     return "int" if all(isinstance(v, int) and not isinstance(v, bool) for v in column) else "float"
 

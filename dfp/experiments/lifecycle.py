@@ -18,21 +18,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from dfp.experiments import repository
 from dfp.experiments.curves import encode_layer, encode_table
+from dfp.experiments.summary import job_summary
 from dfp.settings import Settings
-from dfp.storage.models import TERMINAL_STATUSES, Job, LayerCurve, Run, RunCheckpoint
+from dfp.storage.models import Job, LayerCurve, Run, RunCheckpoint
 from dfp.storage.types import json_safe, utcnow
 from dfp.webhooks import outbox
-from dfp_engine.results import Checkpoint, RunResult, SummaryRow
-
-# LayerAnalysis fields kept in columns; every other field goes into the `curves` JSON.
-LAYER_COLUMNS = frozenset(
-    {"layer", "dim", "normalization", "peak_inverse_delta", "mean_inverse_delta"}
-)
+from dfp_engine.results import Checkpoint, RunResult
+from dfp_engine.status import TERMINAL_STATUSES, UNFINISHED_STATUSES, Status, aggregate_status
 
 # Answers False only when sure that the named worker process (as a worker names itself in
 # `Run.worker`) no longer exists.
@@ -98,7 +95,7 @@ def claim_run(
     holder = run.worker if run.status == "running" else None
     now = utcnow()
     stale = now - timedelta(seconds=settings.heartbeat_timeout)
-    if not repository.lock_job(session, job_id, Job.status.in_(repository.UNFINISHED)):
+    if not repository.lock_job(session, job_id, Job.status.in_(UNFINISHED_STATUSES)):
         return None
     job = session.get(Job, job_id)
     if job is None:
@@ -112,14 +109,8 @@ def claim_run(
             if job.cancel_requested
             else _attempts_exhausted(seen_attempts)
         )
-        status = "cancelled" if job.cancel_requested else "failed"
-        ended = session.execute(
-            update(Run)
-            .where(*base)
-            .values(status=status, finished_at=now, error_code=code, error_message=message)
-        )
-        if _rowcount(ended):
-            finalize_job(session, job_id)
+        status = Status.CANCELLED if job.cancel_requested else Status.FAILED
+        end_run(session, job_id, base, status, code, message, now)
         return None
     claimed = session.execute(
         update(Run)
@@ -249,20 +240,19 @@ RUN_COLUMNS = frozenset(
     }
 )  # fmt: skip
 
-Summarizer = Callable[[list[RunResult]], list[SummaryRow]]
-
 
 def finish_run(
     session: Session,
     lease: Lease,
     result: RunResult,
     environment: dict[str, Any] | None,
-    summarize: Summarizer | None = None,
+    summary_layers: Sequence[str] | None = None,
 ) -> bool:
     """Write a run's outcome and every checkpoint not stored yet, then update the job.
 
-    `summarize` turns the finished runs into the sweep summary, refreshed with every run that
-    ends. False when the lease was lost (the result is discarded: another attempt owns it)."""
+    With `summary_layers` (each run's summary layer) the sweep summary is refreshed from what
+    the finished runs stored. False when the lease was lost (the result is discarded: another
+    attempt owns it)."""
     if not repository.lock_job(session, lease.job_id):
         return False
     now = utcnow()
@@ -303,10 +293,8 @@ def finish_run(
     _insert_checkpoints(
         session, lease.run_id, (c for c in result.checkpoints if c.epoch not in stored)
     )
-    if summarize is not None:
-        from dfp.experiments.results import finished_run_results
-
-        rows = summarize(finished_run_results(session, lease.job_id))
+    if summary_layers is not None:
+        rows = job_summary(session, lease.job_id, summary_layers)
         session.execute(
             update(Job)
             .where(Job.id == lease.job_id)
@@ -326,60 +314,75 @@ def release_run(session: Session, lease: Lease, reason: str) -> Resend | None:
         return None
     now = utcnow()
     if session.scalar(select(Job.cancel_requested).where(Job.id == lease.job_id)):
-        ended = session.execute(
-            update(Run)
-            .where(*lease.conditions())
-            .values(
-                status="cancelled",
-                finished_at=now,
-                error_code="cancelled",
-                error_message="cancelled while its worker was shutting down",
-            )
+        message = "cancelled while its worker was shutting down"
+        end_run(
+            session, lease.job_id, lease.conditions(), Status.CANCELLED, "cancelled", message, now
         )
-        if _rowcount(ended):
-            finalize_job(session, lease.job_id)
         return None
-    released = session.execute(
+    message = f"requeued after attempt {lease.attempt}: {reason}"
+    return requeue_run(session, lease.run_id, lease.queue, lease.conditions(), message, now)
+
+
+def end_run(
+    session: Session,
+    job_id: uuid.UUID,
+    conditions: Sequence[Any],
+    status: Status,
+    code: str,
+    message: str,
+    now: datetime,
+) -> bool:
+    """End the run that `conditions` still select as `status`, then bring its job in line.
+
+    False when the run had moved on meanwhile (another worker or reconciler acted first)."""
+    ended = session.execute(
         update(Run)
-        .where(*lease.conditions())
+        .where(*conditions)
+        .values(status=status.value, finished_at=now, error_code=code, error_message=message)
+    )
+    if not _rowcount(ended):
+        return False
+    finalize_job(session, job_id)
+    return True
+
+
+def requeue_run(
+    session: Session,
+    run_id: int,
+    queue: str,
+    conditions: Sequence[Any],
+    message: str,
+    now: datetime,
+) -> Resend | None:
+    """Put the run that `conditions` still select back in the queue; the message to re-send."""
+    requeued = session.execute(
+        update(Run)
+        .where(*conditions)
         .values(
-            status="queued",
+            status=Status.QUEUED.value,
             enqueued_at=now,
             enqueues=Run.enqueues + 1,
-            progress_message=f"requeued after attempt {lease.attempt}: {reason}",
+            progress_message=message,
             progress_updated_at=now,
         )
     )
-    return Resend(lease.run_id, lease.queue) if _rowcount(released) else None
+    return Resend(run_id, queue) if _rowcount(requeued) else None
 
 
-def aggregate_status(statuses: Sequence[str]) -> str:
-    """A job's status from its runs': as the engine's `assemble` decides for a whole result
-    once all are terminal (cancelled if any run was, else failed if any failed)."""
-    if statuses and all(status in TERMINAL_STATUSES for status in statuses):
-        for status in ("cancelled", "failed"):
-            if status in statuses:
-                return status
-        return "succeeded"
-    if all(status == "queued" for status in statuses):
-        return "queued"
-    return "running"
-
-
-def finalize_job(session: Session, job_id: uuid.UUID) -> str:
+def finalize_job(session: Session, job_id: uuid.UUID) -> Status:
     """Bring the job row in line with its runs; when all are terminal, the job is too."""
     runs = repository.runs_of(session, job_id)
     status = aggregate_status([run.status for run in runs])
-    values: dict[str, Any] = {"status": status, "updated_at": utcnow()}
+    values: dict[str, Any] = {"status": status.value, "updated_at": utcnow()}
     if status in TERMINAL_STATUSES:
         values["finished_at"] = utcnow()
-        culprit = next((run for run in runs if run.status == status != "succeeded"), None)
+        culprit = next((run for run in runs if run.status == status != Status.SUCCEEDED), None)
         if culprit is not None:
             values["error_code"] = culprit.error_code or status
             values["error_message"] = f"run {culprit.index}: {culprit.error_message or status}"
     changed = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status.in_(repository.UNFINISHED))
+        .where(Job.id == job_id, Job.status.in_(UNFINISHED_STATUSES))
         .values(**values)
         .execution_options(synchronize_session=False)
     )
@@ -396,22 +399,6 @@ def finalize_job(session: Session, job_id: uuid.UUID) -> str:
 class Resend:
     run_id: int
     queue: str
-
-
-def lost_runs(
-    session: Session, settings: Settings, now: datetime, holder_alive: HolderCheck | None = None
-) -> list[int]:
-    """Running runs whose worker stopped heartbeating or is known to be gone."""
-    stale = now - timedelta(seconds=settings.heartbeat_timeout)
-    # Running runs number no more than worker processes: few enough to check each holder.
-    query = select(Run.id, Run.worker, Run.heartbeat_at).where(Run.status == "running")
-    return [
-        run_id
-        for run_id, worker, beat in session.execute(query.order_by(Run.heartbeat_at))
-        if beat is None
-        or beat < stale
-        or (worker is not None and holder_alive is not None and not holder_alive(worker))
-    ]
 
 
 def recover_lost_run(
@@ -438,50 +425,11 @@ def recover_lost_run(
             if cancel
             else _attempts_exhausted(run.attempts)
         )
-        ended = session.execute(
-            update(Run)
-            .where(*still_lost)
-            .values(
-                status="cancelled" if cancel else "failed",
-                finished_at=now,
-                error_code=code,
-                error_message=message,
-            )
-        )
-        if _rowcount(ended):
-            finalize_job(session, run.job_id)
+        status = Status.CANCELLED if cancel else Status.FAILED
+        end_run(session, run.job_id, still_lost, status, code, message, now)
         return None
-    requeued = session.execute(
-        update(Run)
-        .where(*still_lost)
-        .values(
-            status="queued",
-            enqueued_at=now,
-            enqueues=Run.enqueues + 1,
-            progress_message=f"requeued after attempt {run.attempts}: its worker stopped",
-            progress_updated_at=now,
-        )
-    )
-    return Resend(run_id, run.queue) if _rowcount(requeued) else None
-
-
-def queued_counts(session: Session) -> dict[str, int]:
-    query = select(Run.queue, func.count()).where(Run.status == "queued").group_by(Run.queue)
-    return {queue: int(count) for queue, count in session.execute(query)}
-
-
-def unsent_candidates(
-    session: Session, queue: str, settings: Settings, now: datetime, limit: int
-) -> Sequence[int]:
-    """The oldest queued runs in `queue` waiting longer than `requeue_after`."""
-    cutoff = now - timedelta(seconds=settings.requeue_after)
-    query = (
-        select(Run.id)
-        .where(Run.status == "queued", Run.queue == queue, Run.enqueued_at < cutoff)
-        .order_by(Run.enqueued_at)
-        .limit(limit)
-    )
-    return session.scalars(query).all()
+    message = f"requeued after attempt {run.attempts}: its worker stopped"
+    return requeue_run(session, run_id, run.queue, still_lost, message, now)
 
 
 def resend_queued_run(session: Session, run_id: int, settings: Settings) -> Resend | None:
@@ -494,20 +442,8 @@ def resend_queued_run(session: Session, run_id: int, settings: Settings) -> Rese
     now = utcnow()
     same = (Run.id == run_id, Run.status == "queued", Run.enqueues == run.enqueues)
     if run.enqueues > settings.max_attempts:
-        ended = session.execute(
-            update(Run)
-            .where(*same)
-            .values(
-                status="failed",
-                finished_at=now,
-                error_code="never_started",
-                error_message=(
-                    f"sent {run.enqueues} times to queue '{run.queue}' but no worker took it"
-                ),
-            )
-        )
-        if _rowcount(ended):
-            finalize_job(session, run.job_id)
+        message = f"sent {run.enqueues} times to queue '{run.queue}' but no worker took it"
+        end_run(session, run.job_id, same, Status.FAILED, "never_started", message, now)
         return None
     resent = session.execute(
         update(Run).where(*same).values(enqueued_at=now, enqueues=Run.enqueues + 1)

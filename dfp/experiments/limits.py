@@ -8,6 +8,7 @@ from typing import Any
 
 from dfp.errors import InvalidRequestError, LimitExceededError
 from dfp.settings import Settings
+from dfp_engine.plugins import installed_names
 from dfp_engine.spec import (
     CNNModel,
     DigitsDataset,
@@ -15,6 +16,7 @@ from dfp_engine.spec import (
     MLPModel,
     MNIST1DDataset,
     NpzDataset,
+    PluginModel,
     ResNetModel,
     Synthetic1DDataset,
     SyntheticNDDataset,
@@ -65,6 +67,21 @@ def measures(spec: ExperimentSpec) -> list[Measure]:
         out.append(Measure("max_width", "model.head_widths", max(model.head_widths)))
         out.append(Measure("max_width", "model.base_width", model.base_width * 8))
     return out
+
+
+def check_model_plugin(spec: ExperimentSpec, settings: Settings) -> None:
+    """A plugin model must be one the operator allows (DFP_MODEL_PLUGINS; empty: any installed)."""
+    for run_spec in spec.run_specs:
+        model = run_spec.model
+        if not isinstance(model, PluginModel) or not settings.model_plugins:
+            continue
+        allowed = sorted(set(settings.model_plugins) & set(installed_names()))
+        if model.name not in allowed:
+            raise InvalidRequestError(
+                f"model.name: model plugin '{model.name}' is not allowed on this server "
+                f"(available: {', '.join(allowed) or 'none'}; DFP_MODEL_PLUGINS)",
+                details={"field": "model.name", "available": allowed},
+            )
 
 
 def check_spec_limits(spec: ExperimentSpec, settings: Settings) -> None:

@@ -9,21 +9,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
 
-from dfp.experiments import lifecycle
-from dfp.experiments.service import RunDispatcher
+from dfp.experiments import lifecycle, stale_runs
+from dfp.queues.protocols import QueueProbe, RunDispatcher
 from dfp.settings import Settings
 from dfp.storage.database import Database
 from dfp.storage.types import utcnow
 
 log = logging.getLogger(__name__)
-
-
-class QueueProbe(Protocol):
-    def depth(self, queue: str) -> int:
-        """Messages waiting in `queue` (raises if the broker cannot be reached)."""
-        ...
 
 
 @dataclass
@@ -46,7 +39,7 @@ def reconcile(
     report = ReconcileReport()
     now = utcnow()
     with db.unit_of_work() as uow:
-        lost = lifecycle.lost_runs(uow.session, settings, now, holder_alive)
+        lost = stale_runs.lost_runs(uow.session, settings, now, holder_alive)
     for run_id in lost:
         with db.unit_of_work() as uow:
             resend = lifecycle.recover_lost_run(uow.session, run_id, settings, holder_alive)
@@ -56,7 +49,7 @@ def reconcile(
                 log.warning("run %s lost its worker; requeued", run_id)
 
     with db.unit_of_work() as uow:
-        queued = lifecycle.queued_counts(uow.session)
+        queued = stale_runs.queued_counts(uow.session)
     for queue, count in queued.items():
         try:
             depth = probe.depth(queue)
@@ -68,7 +61,7 @@ def reconcile(
         if missing <= 0:
             continue
         with db.unit_of_work() as uow:
-            candidates = lifecycle.unsent_candidates(uow.session, queue, settings, now, missing)
+            candidates = stale_runs.unsent_candidates(uow.session, queue, settings, now, missing)
         for run_id in candidates:
             with db.unit_of_work() as uow:
                 resend = lifecycle.resend_queued_run(uow.session, run_id, settings)

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, delete, exists, func, insert, or_, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session, selectinload, undefer
 
 from dfp.storage.models import (
@@ -19,8 +20,8 @@ from dfp.storage.models import (
     RunCheckpoint,
 )
 from dfp.storage.types import utcnow
+from dfp_engine.status import TERMINAL_STATUSES, UNFINISHED_STATUSES
 
-UNFINISHED = ("queued", "running")
 # Plain tables, for INSERTs that need no ORM unit of work.
 JOBS = cast(Table, Job.__table__)
 JOB_TAGS = cast(Table, JobTag.__table__)
@@ -36,7 +37,7 @@ _COUNT_UNFINISHED = select(func.count()).select_from(
     select(JOBS.c.id)
     .where(
         JOBS.c.owner == bindparam("owner"),
-        or_(*(JOBS.c.status == status for status in UNFINISHED)),
+        or_(*(JOBS.c.status == status.value for status in UNFINISHED_STATUSES)),
     )
     .limit(bindparam("up_to"))
     .subquery()
@@ -133,12 +134,16 @@ def list_jobs(
     kind: str = "experiment",
     status: Collection[str] = (),
     tag: str | None = None,
+    name: str | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     after: tuple[datetime, uuid.UUID] | None = None,
 ) -> Sequence[Job]:
-    """Newest first, keyset-paginated on (created_at, id)."""
+    """Newest first, keyset-paginated on (created_at, id); `name` matches any part, any case."""
     query = select(Job).options(selectinload(Job.tags)).where(Job.owner == owner, Job.kind == kind)
+    if name:
+        pattern = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Job.name.ilike(f"%{pattern}%", escape="\\"))
     if status:
         query = query.where(Job.status.in_(list(status)))
     if tag is not None:
@@ -228,6 +233,41 @@ def curve_rows(
     if epochs:
         query = query.where(RunCheckpoint.epoch.in_(list(epochs)))
     return [tuple(row) for row in session.execute(query)]
+
+
+def finished_run_rows(session: Session, job_id: uuid.UUID) -> Sequence[Row[Any]]:
+    """A job's terminal runs in order: what a summary row needs (the history to read its end)."""
+    query = (
+        select(
+            Run.id,
+            Run.index.label("position"),  # `index` would shadow the row's tuple method
+            Run.sweep_value,
+            Run.status,
+            Run.steps_to_target,
+            Run.epochs_to_target,
+            Run.history,
+            Run.history_fields,
+        )
+        .where(Run.job_id == job_id, Run.status.in_(TERMINAL_STATUSES))
+        .order_by(Run.index)
+    )
+    return session.execute(query).all()
+
+
+def layer_peaks(session: Session, run_ids: Collection[int]) -> list[tuple[int, int, str, Any]]:
+    """(run_id, epoch, layer, peak 1/δ) of every stored curve, by run and epoch: no curves read."""
+    query = (
+        select(
+            RunCheckpoint.run_id,
+            RunCheckpoint.epoch,
+            LayerCurve.layer,
+            LayerCurve.peak_inverse_delta,
+        )
+        .join(LayerCurve, LayerCurve.checkpoint_id == RunCheckpoint.id)
+        .where(RunCheckpoint.run_id.in_(list(run_ids)))
+        .order_by(RunCheckpoint.run_id, RunCheckpoint.epoch, LayerCurve.position)
+    )
+    return [(int(r), int(e), str(la), p) for r, e, la, p in session.execute(query)]
 
 
 def stored_epochs(session: Session, run_id: int) -> set[int]:

@@ -17,14 +17,16 @@ from dfp.experiments import repository
 from dfp.experiments.curves import decode_layer, decode_table
 from dfp.experiments.schemas import ResultsPublic, RunResultPublic
 from dfp.experiments.service import EXPERIMENT, get_job
-from dfp.storage.models import TERMINAL_STATUSES, Job, Run
+from dfp.storage.models import Job, Run
 from dfp_engine.results import (
     Environment,
     ExperimentResult,
+    HistoryPoint,
     RunResult,
     SummaryRow,
     Verdict,
 )
+from dfp_engine.status import TERMINAL_STATUSES, Status
 from dfp_engine.thresholds import VerdictThresholds
 from dfp_engine.verdicts import compute_verdicts
 
@@ -74,17 +76,21 @@ def results_document(
     epochs: Collection[int] = (),
     thresholds: VerdictThresholds | None = None,
     kind: str = EXPERIMENT,
+    verdicts: bool = True,
 ) -> dict[str, Any]:
     """The stored result as plain JSON-ready data in the shape of ResultsPublic.
 
     Plain data because a result holds tens of thousands of numbers: building models of them
-    would cost more than reading them from the database."""
+    would cost more than reading them from the database. Without `verdicts` their list is
+    empty: they judge the whole stored result, so a narrow read would cost as much as all."""
     job = get_job(session, owner, job_id, kind)
     run_rows = _selected_runs(session, job, runs)
     checkpoints = _checkpoints_by_run(session, run_rows, layers, epochs)
     terminal = job.status in TERMINAL_STATUSES
     documents = [run_document(run, checkpoints.get(run.id, [])) for run in run_rows]
-    if runs or layers or epochs:  # verdicts always judge the whole stored result
+    if not verdicts:
+        whole = []
+    elif runs or layers or epochs:  # verdicts always judge the whole stored result
         every_run = repository.runs_of(session, job.id, results=True)
         every_checkpoint = _checkpoints_by_run(session, every_run, (), ())
         whole = [run_document(run, every_checkpoint.get(run.id, [])) for run in every_run]
@@ -100,7 +106,9 @@ def results_document(
         "summary": job.summary or [],
         "verdicts": [
             verdict.model_dump(mode="json") for verdict in _verdicts(job, whole, thresholds)
-        ],
+        ]
+        if verdicts
+        else [],
     }
 
 
@@ -108,10 +116,10 @@ def _verdicts(
     job: Job, documents: list[dict[str, Any]], thresholds: VerdictThresholds | None
 ) -> list[Verdict]:
     """The engine's verdicts on the stored runs (those still going count as unfinished)."""
-    runs = [engine_run_result(RunResultPublic.model_validate(d)) for d in documents]
+    runs = [engine_run_result(document) for document in documents]
     result = ExperimentResult.model_construct(
         spec=job.spec,
-        status=job.status,  # type: ignore[arg-type]  # also queued or running while partial
+        status=Status(job.status),
         environment=None,  # type: ignore[arg-type]  # verdicts do not read it
         runs=runs,
         summary=[SummaryRow.model_validate(row) for row in job.summary or []],
@@ -167,10 +175,6 @@ def run_document(run: Run, checkpoints: list[dict[str, Any]]) -> dict[str, Any]:
     return document
 
 
-def run_result_public(run: Run, checkpoints: list[dict[str, Any]]) -> RunResultPublic:
-    return RunResultPublic.model_validate(run_document(run, checkpoints))
-
-
 def experiment_result(
     session: Session, owner: str, job_id: uuid.UUID, kind: str = EXPERIMENT
 ) -> ExperimentResult:
@@ -186,12 +190,12 @@ def experiment_result(
             f"experiment {job_id} has no results yet, so no figures", code="no_results"
         )
     checkpoints = _checkpoints_by_run(session, runs, (), ())
-    engine_runs = [engine_run_result(run_result_public(r, checkpoints.get(r.id, []))) for r in runs]
+    engine_runs = [engine_run_result(run_document(r, checkpoints.get(r.id, []))) for r in runs]
     fields = set(Environment.model_fields)
     environment = {k: v for k, v in (runs[0].environment or {}).items() if k in fields}
     return ExperimentResult.model_construct(
         spec=job.spec,
-        status=job.status,  # type: ignore[arg-type]  # also queued or running while partial
+        status=Status(job.status),
         error=None,
         environment=Environment.model_construct(**environment),  # figures do not read it
         runs=engine_runs,
@@ -199,36 +203,18 @@ def experiment_result(
     )
 
 
-def finished_run_results(session: Session, job_id: uuid.UUID) -> list[RunResult]:
-    """The engine's RunResult for every finished run of a job (for summaries and figures)."""
-    runs = repository.runs_of(session, job_id, results=True)
-    runs = [run for run in runs if run.status in TERMINAL_STATUSES]
-    checkpoints = _checkpoints_by_run(session, runs, (), ())
-    return [engine_run_result(run_result_public(r, checkpoints.get(r.id, []))) for r in runs]
-
-
-def engine_run_result(run: RunResultPublic) -> RunResult:
-    """Back to the engine's model: a loss stored as null (it diverged) becomes NaN again.
-
-    A run still going keeps its status (`running`), which the engine's model cannot say."""
-    data = run.model_dump(exclude={"environment", "history", "checkpoints"})
+def engine_run_result(document: dict[str, Any]) -> RunResult:
+    """A run document (`run_document`) as the engine's model: a loss stored as null (it
+    diverged) becomes NaN again; fields of another version's history are left out."""
     history = [
         {
-            **point.model_dump(),
-            "train_loss": math.nan if point.train_loss is None else point.train_loss,
+            **{name: point[name] for name in HistoryPoint.model_fields if name in point},
+            "train_loss": math.nan if point.get("train_loss") is None else point["train_loss"],
         }
-        for point in run.history
+        for point in document["history"]
     ]
-    terminal = run.status in TERMINAL_STATUSES
-    result = RunResult.model_validate(
-        {
-            **data,
-            "status": run.status if terminal else "cancelled",
-            "history": history,
-            "checkpoints": run.checkpoints,
-        }
-    )
-    return result if terminal else result.model_copy(update={"status": run.status})
+    data = {name: value for name, value in document.items() if name in RunResult.model_fields}
+    return RunResult.model_validate({**data, "history": history})
 
 
 def csv_rows(results: ResultsPublic) -> Iterator[tuple[Any, ...]]:

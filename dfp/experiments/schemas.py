@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
 from dfp_engine.results import ErrorInfo, RunResult, SummaryRow, Verdict
 from dfp_engine.spec import ExperimentSpec
+from dfp_engine.status import Status
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 SUBMISSION_FIELDS = frozenset({"tags", "callback_url"})
 
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/=-]*$"
@@ -76,7 +76,7 @@ class ReproducibilityPublic(PublicModel):
 class RunPublic(PublicModel):
     index: int
     sweep_value: Any = None
-    status: JobStatus
+    status: Status
     attempts: int
     epoch: int | None = None
     epochs: int | None = None
@@ -101,7 +101,7 @@ class ExperimentSummary(PublicModel):
 
     id: str
     name: str
-    status: JobStatus
+    status: Status
     is_terminal: bool
     tags: list[str]
     n_runs: int
@@ -147,7 +147,6 @@ class HistoryPointPublic(PublicModel):
 class RunResultPublic(RunResult):
     """The engine's RunResult as stored so far, with where and how it ran."""
 
-    status: JobStatus  # type: ignore[assignment]  # also queued or running while partial
     history: list[HistoryPointPublic] = Field(default_factory=list)  # type: ignore[assignment]
     environment: dict[str, Any] | None = None
 
@@ -156,7 +155,7 @@ class ResultsPublic(PublicModel):
     """The full result; while the experiment runs, whatever has been stored so far."""
 
     experiment_id: str
-    status: JobStatus
+    status: Status
     is_terminal: bool
     partial: bool = Field(..., description="True until the experiment is terminal.")
     spec: dict[str, Any]

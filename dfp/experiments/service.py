@@ -9,7 +9,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
@@ -25,7 +25,7 @@ from dfp.errors import (
     NotFoundError,
 )
 from dfp.experiments import lifecycle, repository
-from dfp.experiments.limits import check_spec_limits, resolve_dataset_path
+from dfp.experiments.limits import check_model_plugin, check_spec_limits, resolve_dataset_path
 from dfp.experiments.schemas import (
     ExperimentCreate,
     ExperimentPublic,
@@ -36,25 +36,21 @@ from dfp.experiments.schemas import (
     ReproducibilityPublic,
     RunPublic,
 )
-from dfp.queues import CPU_QUEUE, GPU_QUEUE
+from dfp.queues.names import CPU_QUEUE, GPU_QUEUE
+from dfp.queues.protocols import RunDispatcher
 from dfp.settings import Settings
 from dfp.storage.database import UnitOfWork
-from dfp.storage.models import JOB_KINDS, TERMINAL_STATUSES, Job, JobTag, Run
+from dfp.storage.models import JOB_KINDS, Job, JobTag, Run
 from dfp.storage.types import utcnow
 from dfp.webhooks.addresses import RefusedCallbackError, check_callback_url
 from dfp.webhooks.events import COLLECTIONS
 from dfp_engine import __version__ as dfp_version
 from dfp_engine.results import ErrorInfo
 from dfp_engine.spec import ExperimentSpec
+from dfp_engine.status import TERMINAL_STATUSES, UNFINISHED_STATUSES
 
 MAX_CALLBACK_URL = 2048  # the column's size
 EXPERIMENT, ANALYSIS = JOB_KINDS
-
-
-class RunDispatcher(Protocol):
-    """Sends the task that executes one run (implemented on top of Celery by the worker package)."""
-
-    def send_run(self, run_id: int, queue: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -90,6 +86,7 @@ def submit(
     session = uow.session
     spec = resolve_dataset_path(body.to_spec(), settings)
     check_spec_limits(spec, settings)
+    check_model_plugin(spec, settings)
     dataset_id = datasets.check_spec_dataset(session, owner, spec, settings)
     callback_url = str(body.callback_url) if body.callback_url is not None else None
     if callback_url is not None:
@@ -353,6 +350,7 @@ def list_experiments(
     kind: str = EXPERIMENT,
     status: Collection[str] = (),
     tag: str | None = None,
+    name: str | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
 ) -> ExperimentsPublic:
@@ -365,6 +363,7 @@ def list_experiments(
         kind=kind,
         status=status,
         tag=tag,
+        name=name,
         created_after=created_after,
         created_before=created_before,
         after=after,
@@ -389,7 +388,7 @@ def cancel(uow: UnitOfWork, owner: str, job_id: uuid.UUID, kind: str = EXPERIMEN
     job = get_job(session, owner, job_id, kind)
     if job.status in TERMINAL_STATUSES:
         return job
-    if not repository.lock_job(session, job.id, Job.status.in_(repository.UNFINISHED)):
+    if not repository.lock_job(session, job.id, Job.status.in_(UNFINISHED_STATUSES)):
         session.refresh(job)
         return job
     now = utcnow()

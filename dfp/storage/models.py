@@ -31,10 +31,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from dfp.storage.types import JSONType, UTCDateTime, utcnow
+from dfp_engine.status import Status
 
 JOB_KINDS = ("experiment", "analysis")
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 # Stable constraint names, so migrations can refer to them on every backend.
 NAMING_CONVENTION = {
@@ -45,7 +44,8 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-_STATUS_CHECK = "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')"
+# The text the first migration created: "status IN ('queued', 'running', ...)", in Status order.
+_STATUS_CHECK = f"status IN ({', '.join(repr(status.value) for status in Status)})"
 
 
 class Base(DeclarativeBase):
@@ -87,7 +87,7 @@ class Job(Base):
     # An experiment trains networks; an analysis analyses uploaded arrays (one run each).
     kind: Mapped[str] = mapped_column(String(16), default="experiment", server_default="experiment")
     name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=Status.QUEUED.value)
     spec: Mapped[dict[str, Any]]
     spec_hash: Mapped[str] = mapped_column(String(64))
     # Hash of everything the submission said, to tell a replay from a conflicting reuse of a key.
@@ -142,7 +142,7 @@ class Run(Base):
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     index: Mapped[int] = mapped_column(Integer)
     sweep_value: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=Status.QUEUED.value)
     queue: Mapped[str] = mapped_column(String(16))
     # Claims so far; a claim is valid only while `attempts` still equals the claimer's number.
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -237,9 +237,6 @@ class DatasetChunk(Base):
     )
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
-
-
-DELIVERY_STATUSES = ("pending", "delivered", "failed")
 
 
 class WebhookDelivery(Base):

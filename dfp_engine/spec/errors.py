@@ -16,7 +16,7 @@ _TAGGED_UNIONS: dict[tuple[str | int, ...], set[str]] = {
         "npz",
         "uploaded",
     },
-    ("model",): {"mlp", "cnn", "resnet"},
+    ("model",): {"mlp", "cnn", "resnet", "plugin"},
     ("analysis", "deltas"): {"auto", "list", "inverse", "grid"},
     ("analysis", "layers"): {"all", "list"},
     ("analysis", "checkpoints"): {"every", "list"},

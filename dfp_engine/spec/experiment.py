@@ -18,7 +18,13 @@ from dfp_engine.spec.datasets import (
     Synthetic1DDataset,
 )
 from dfp_engine.spec.errors import describe_validation_error
-from dfp_engine.spec.models import MLPModel, ModelSpec, capture_names, resolve_layer
+from dfp_engine.spec.models import (
+    MLPModel,
+    ModelSpec,
+    capture_names,
+    resolve_layer,
+    resolve_layers,
+)
 from dfp_engine.spec.training import TrainingSpec
 
 MAX_SWEEP_VALUE_DEPTH = 8  # nesting of one sweep value (a list of widths is depth 1)
@@ -99,7 +105,11 @@ class ExperimentSpec(SpecModel):
                 f"cross_entropy needs class labels; dataset '{kind}' is a regression target",
                 self.training.loss,
             )
-        if self.model.kind != "mlp" and kind not in IMAGE_DATASETS | {"npz", "uploaded"}:
+        # A plugin checks its own inputs when it builds (it may take vectors or images).
+        if self.model.kind not in ("mlp", "plugin") and kind not in IMAGE_DATASETS | {
+            "npz",
+            "uploaded",
+        }:
             field_error(
                 ("model", "kind"),
                 f"'{self.model.kind}' needs an image dataset (digits, mnist, fashion_mnist, "
@@ -201,6 +211,23 @@ class ExperimentSpec(SpecModel):
             raise ValueError(f"'{self.sweep.field}' names no spec field")
         node[leaf] = value
         return ExperimentSpec.model_validate(data)
+
+    def analysis_layers(self) -> list[str]:
+        """Canonical names of the layers a run analyses (the input too when filtering-testing)."""
+        layers = resolve_layers(self.analysis.layers, capture_names(self.model))
+        if self.analysis.filtering_test and "input" not in layers:
+            layers.insert(0, "input")
+        return layers
+
+    def summary_layer(self) -> str:
+        """The layer summarised across sweep runs: the spec's choice, else the deepest analysed."""
+        if self.analysis.summary_layer is not None:
+            return resolve_layer(self.analysis.summary_layer, capture_names(self.model))
+        return self.analysis_layers()[-1]
+
+    def summary_layers(self) -> list[str]:
+        """The summary layer of each run, in run order."""
+        return [run.summary_layer() for run in self.run_specs]
 
     def spec_hash(self) -> str:
         """SHA-256 of the canonical JSON form: equal specs hash equal."""

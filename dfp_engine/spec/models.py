@@ -9,10 +9,20 @@ so on; a non-negative integer k is the k-th name (`0` is the input).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from dfp_engine.plugins import PLUGIN_NAME_PATTERN, capture_names_of, load_plugin
 from dfp_engine.spec.base import MAX_UNITS, SpecModel, field_error, kind_tag
 
 Activation = Literal["tanh", "relu", "gelu", "sigmoid", "silu", "elu", "identity"]
@@ -96,14 +106,49 @@ class ResNetModel(SpecModel):
         return _positive(v, "values", 64 if info.field_name == "blocks_per_stage" else MAX_UNITS)
 
 
+MAX_PLUGIN_PARAMS = 100
+
+
+class PluginModel(SpecModel):
+    """A model registered by an installed package (entry-point group `dfp.models`); `params`
+    are validated by the plugin's own pydantic model. Layer names are its capture points."""
+
+    kind: Literal["plugin"] = "plugin"
+    name: str = Field(..., pattern=PLUGIN_NAME_PATTERN, description="The entry point's name.")
+    params: dict[str, Any] = Field(default_factory=dict, max_length=MAX_PLUGIN_PARAMS)
+
+    @model_validator(mode="after")
+    def _plugin_params(self) -> PluginModel:
+        try:
+            plugin = load_plugin(self.name)
+        except ValueError as exc:
+            field_error(("name",), str(exc), self.name)
+        try:
+            checked = plugin.params.model_validate(self.params)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ("params", *(str(part) for part in first["loc"]))
+            field_error(loc, str(first["msg"]), first.get("input"))
+        try:
+            capture_names_of(plugin, checked, self.name)
+        except ValueError as exc:
+            field_error(("name",), str(exc), self.name)
+        return self
+
+    def checked_params(self) -> BaseModel:
+        """The params as the plugin's model."""
+        return load_plugin(self.name).params.model_validate(self.params)
+
+
 ModelSpec = Annotated[
     Annotated[MLPModel, Tag("mlp")]
     | Annotated[CNNModel, Tag("cnn")]
-    | Annotated[ResNetModel, Tag("resnet")],
+    | Annotated[ResNetModel, Tag("resnet")]
+    | Annotated[PluginModel, Tag("plugin")],
     Discriminator(
         kind_tag("mlp", {}),
         custom_error_type="model_kind",
-        custom_error_message="kind must be one of mlp, cnn, resnet",
+        custom_error_message="kind must be one of mlp, cnn, resnet, plugin",
     ),
 ]
 
@@ -116,6 +161,8 @@ def hidden_names(spec: ModelSpec) -> list[str]:
     """Names of the hidden layers of a model spec, in forward order (no dataset needed)."""
     if isinstance(spec, MLPModel):
         return [f"hidden.{i}" for i in range(1, spec.depth + 1)]
+    if isinstance(spec, PluginModel):
+        return capture_names_of(load_plugin(spec.name), spec.checked_params(), spec.name)
     heads = [f"head.{i}" for i in range(1, len(spec.head_widths) + 1)]
     if isinstance(spec, CNNModel):
         return [f"stage.{i}" for i in range(1, len(spec.channels) + 1)] + heads

@@ -24,11 +24,11 @@ from service_support import (
 )
 
 from api.app import create_app
+from dfp.queues.celery_app import create_celery
+from dfp.queues.dispatch import CeleryDispatcher
 from dfp.settings import Settings
 from dfp.storage import migrate
 from dfp.storage.database import Database
-from worker.app import create_celery
-from worker.dispatch import CeleryDispatcher
 
 
 @pytest.fixture(scope="session")

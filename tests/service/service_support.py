@@ -26,11 +26,11 @@ import uvicorn
 from sqlalchemy import text
 
 from dfp.keys.service import create_key
+from dfp.queues.dispatch import CeleryDispatcher
 from dfp.settings import Settings
 from dfp.storage.database import Database
 from dfp_engine.frequency import analyze_frequency
 from dfp_engine.results import Checkpoint, HistoryPoint, LayerAnalysis, RunResult
-from worker.dispatch import CeleryDispatcher
 
 REPO = Path(__file__).resolve().parents[2]
 TABLES = (
@@ -165,20 +165,8 @@ def analysed_checkpoints(
         for layer in range(layers):
             features = rng.normal(size=(40, 4 + layer))
             result = analyze_frequency(features, labels, auto_deltas=n_deltas)
-            analyses.append(
-                LayerAnalysis(
-                    layer="input" if layer == 0 else f"hidden.{layer}",
-                    dim=result.dim,
-                    normalization=result.normalization,
-                    deltas=result.deltas,
-                    inverse_deltas=result.inverse_deltas,
-                    lfr=result.lfr,
-                    rdf_inverse_deltas=result.rdf_inverse_deltas,
-                    rdf=result.rdf,
-                    peak_inverse_delta=result.peak_inverse_delta,
-                    mean_inverse_delta=result.mean_inverse_delta,
-                )
-            )
+            name = "input" if layer == 0 else f"hidden.{layer}"
+            analyses.append(LayerAnalysis.from_frequency(name, result))
         checkpoints.append(Checkpoint(epoch=epoch, step=epoch * 3, layers=analyses))
     return checkpoints
 
@@ -206,7 +194,6 @@ def finish_job(backend: Backend, job_id: str, body: dict[str, Any]) -> None:
 
     from dfp.experiments import lifecycle
     from dfp.storage.models import Run
-    from dfp_engine.runner import summarize
     from dfp_engine.spec import ExperimentSpec
 
     spec = ExperimentSpec.model_validate({k: v for k, v in body.items() if k != "tags"})
@@ -229,7 +216,7 @@ def finish_job(backend: Backend, job_id: str, body: dict[str, Any]) -> None:
                 lease,
                 run_result(index, checkpoints),
                 {"device": "cpu", "seed": 3},
-                lambda runs: summarize(spec, runs),
+                spec.summary_layers(),
             )
 
 

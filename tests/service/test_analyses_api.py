@@ -99,6 +99,11 @@ def test_an_analysis_runs_on_the_worker_and_equals_the_engine(
     assert "event: analysis" in lines
     data = next(line for line in lines if line.startswith("data: "))
     assert '"is_terminal":true' in data and analysis["id"] in data
+    figures = alice.get(f"/v1/analyses/{analysis['id']}/figures").json()["data"]
+    assert [f["name"] for f in figures] == ["rdf_layers"]
+    png = alice.get(figures[0]["url"])
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    assert alice.get(f"/v1/analyses/{analysis['id']}/figures/other.png").status_code == 404
     csv = alice.get(f"/v1/analyses/{analysis['id']}/results.csv").text.splitlines()
     assert csv[0] == "layer,delta,inverse_delta,lfr,rdf,e_low,e_high"
     assert len(csv) == 1 + 2 * 5 and csv[1].startswith("h2,2.0,0.5,")
@@ -116,6 +121,31 @@ def test_an_analysis_runs_on_the_worker_and_equals_the_engine(
         assert bob.delete(f"/v1/analyses/{analysis['id']}").status_code == 404
     assert alice.delete(f"/v1/analyses/{analysis['id']}").status_code == 204
     assert alice.get(f"/v1/analyses/{analysis['id']}").status_code == 404
+
+
+def test_an_analysis_with_ci_is_estimated_from_sampled_rows(
+    worker: Path, pg: Backend, alice: httpx.Client
+) -> None:
+    arrays = representations(n=3000, seed=1)
+    dataset_id = upload(alice, npz_bytes(**arrays)).json()["id"]
+    body = {
+        "dataset_id": dataset_id,
+        "features": ["h1"],
+        "targets": "labels",
+        "inverse_deltas": [0.5, 2, 8],
+        "ci": 0.02,
+    }
+    submitted = alice.post("/v1/analyses", json=body)
+    assert submitted.status_code == 202, submitted.text
+    done = wait_terminal(alice, submitted.json()["id"])
+    assert done["status"] == "succeeded", done["error"]
+    (layer,) = alice.get(f"/v1/analyses/{done['id']}/results").json()["layers"]
+    expected = analyze_frequency(
+        arrays["h1"], arrays["labels"], inverse_deltas=[0.5, 2, 8], ci=0.02
+    )
+    assert layer["estimator"] == "row_sampled" and layer["rows_evaluated"] < 1500
+    assert layer["rows_evaluated"] == expected.rows_evaluated and layer["lfr"] == expected.lfr
+    assert max(layer["lfr_ci_half_width"]) <= 0.02 and len(layer["rdf_ci_half_width"]) == 2
 
 
 def test_bad_analyses_are_refused_at_submission(pg: Backend, alice: httpx.Client) -> None:
@@ -146,6 +176,14 @@ def test_bad_analyses_are_refused_at_submission(pg: Backend, alice: httpx.Client
         error = response.json()["error"]
         assert reason in error["message"], (name, error)
         assert error["details"]["field"] == field, (name, error)
+    for change, reason in [
+        ({"ci": 1.5}, "less than 1"),
+        ({"ci": 0.01, "predictions": "outputs"}, "does not run the filtering test"),
+    ]:
+        response = alice.post("/v1/analyses", json=base | change)
+        assert response.status_code == 422, response.text
+        (problem,) = response.json()["error"]["details"]
+        assert problem["field"] == "ci" and reason in problem["message"], problem
     two_grids = alice.post("/v1/analyses", json=base | {"deltas": [1, 2], "auto_deltas": 5})
     assert two_grids.status_code == 422 and "only one of" in two_grids.text
     bad_grid = alice.post("/v1/analyses", json=base | {"deltas": [1, -2]})
@@ -199,3 +237,11 @@ def test_client_analyze(worker: Path, pg: Backend) -> None:
         result = client.analysis_results(analysis.id)
         expected = analyze_frequency(arrays["h1"], arrays["labels"], auto_deltas=6)
         assert result.layers[0].lfr == expected.lfr
+        # ci on 80 rows needs more than half of them: the exact pass runs, with zero intervals
+        sampled = client.analyze(
+            dataset.id, features=["h1"], targets="labels", auto_deltas=6, ci=0.001
+        )
+        assert client.wait_analysis(sampled.id, timeout=120).status == "succeeded"
+        (layer,) = client.analysis_results(sampled.id).layers
+        assert layer.estimator == "exact" and layer.rows_evaluated == 80
+        assert layer.lfr == expected.lfr and layer.lfr_ci_half_width == [0.0] * 6

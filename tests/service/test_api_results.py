@@ -14,7 +14,6 @@ from service_support import Backend, analysed_checkpoints, run_result, tiny_spec
 from dfp.experiments import lifecycle
 from dfp.experiments.lifecycle import Lease
 from dfp_engine.results import ErrorInfo
-from dfp_engine.runner import summarize
 from dfp_engine.spec import ExperimentSpec
 
 
@@ -49,7 +48,7 @@ def finished(backend: Backend, alice: httpx.Client) -> tuple[str, list]:
                 lease,
                 run_result(index, checkpoints),
                 {"device": "cpu", "seed": 3},
-                lambda runs: summarize(spec, runs),
+                spec.summary_layers(),
             )
         stored.append(checkpoints)
     return job_id, stored
@@ -218,3 +217,10 @@ def test_verdicts_are_the_engines_on_the_whole_stored_result(
     # A narrowed read still judges the whole result.
     narrowed = alice.get(f"/v1/experiments/{job_id}/results", params={"epoch": 0, "layer": "input"})
     assert narrowed.json()["verdicts"] == expected
+    # Asked to leave them out, the same read has the same curves and no verdicts.
+    lean = alice.get(
+        f"/v1/experiments/{job_id}/results",
+        params={"epoch": 0, "layer": "input", "verdicts": "false"},
+    ).json()
+    assert lean["verdicts"] == []
+    assert lean["runs"] == narrowed.json()["runs"]

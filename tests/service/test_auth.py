@@ -42,6 +42,10 @@ from dfp.storage.models import ApiKey
 
 # Routes that answer without a key; any other route must refuse a request without one.
 PUBLIC = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+# A well-formed body for POST /v1/analyses, so that only the key can be what is refused.
+ANALYSIS_BODY = {"dataset_id": str(uuid.uuid4()), "features": ["x"], "targets": "y"}
+# The web UI's login page and its scripts and styles; every other page needs a session.
+UI_PUBLIC = {"/ui/login", "/ui/static"}
 
 
 @pytest.fixture
@@ -141,19 +145,40 @@ def test_every_route_but_health_and_documentation_needs_a_key(
     _, _, job_id = finished
     routes = list(app_routes(pg.server.server.config.app.routes))
     public = {route.path for route in routes if not isinstance(route, APIRoute)}
-    public |= {"/healthz", "/readyz"}
-    assert public == PUBLIC  # a new route that needs no key must be added here on purpose
+    public |= {"/healthz", "/readyz", "/ui/login"}
+    # A new route that needs no key must be added here on purpose.
+    assert public == PUBLIC | UI_PUBLIC
     checked = set()
     with httpx.Client(base_url=pg.url) as anonymous:
         for path in PUBLIC:
             assert anonymous.get(path).status_code == 200, path
         for route in routes:
-            if not isinstance(route, APIRoute) or route.path in PUBLIC:
+            if not isinstance(route, APIRoute) or route.path in PUBLIC | UI_PUBLIC:
                 continue
-            url = route.path.format(experiment_id=job_id, name="loss_curves")
+            if route.path.startswith("/ui"):
+                # A page without a session (or with a forged one) sends the browser to login.
+                url = route.path.format(experiment_id=job_id)
+                forged = f"{'0' * 12}.9999999999.{'a' * 22}.{'0' * 64}"
+                for method in route.methods:
+                    for cookie in (None, forged):
+                        anonymous.cookies.clear()
+                        if cookie is not None:
+                            anonymous.cookies.set("dfp_session", cookie)
+                        response = anonymous.request(method, url, data={}, follow_redirects=True)
+                        assert response.url.path == "/ui/login", (method, url, response.text)
+                        assert response.status_code == 200
+                anonymous.cookies.clear()
+                continue
+            url = route.path.format(
+                experiment_id=job_id,
+                name="loss_curves",
+                dataset_id=uuid.uuid4(),
+                analysis_id=uuid.uuid4(),
+            )
             for method in route.methods:
                 for headers in ({}, auth("dfp_000000000000_" + "x" * 43), auth(str(uuid.uuid4()))):
-                    response = anonymous.request(method, url, json=tiny_spec(), headers=headers)
+                    body = ANALYSIS_BODY if url.startswith("/v1/analyses") else tiny_spec()
+                    response = anonymous.request(method, url, json=body, headers=headers)
                     assert response.status_code == 401, (method, url, response.text)
                     assert response.headers["www-authenticate"] == "Bearer"
                 checked.add((method, route.path))
@@ -243,9 +268,9 @@ def test_rate_limit_per_key_is_429_with_retry_after_in_process(tmp_path: Path) -
 
 
 def _db_and_dispatcher(settings: Any) -> tuple[Any, Any]:
+    from dfp.queues.celery_app import create_celery
+    from dfp.queues.dispatch import CeleryDispatcher
     from dfp.storage.database import Database
-    from worker.app import create_celery
-    from worker.dispatch import CeleryDispatcher
 
     return Database.from_settings(settings), CeleryDispatcher(create_celery(settings))
 

@@ -253,3 +253,63 @@ def test_an_uploaded_dataset_trains_on_the_worker_like_the_same_local_file(
     stored = alice.get(f"/v1/experiments/{job_id}/results").json()["runs"][0]
     assert stored["n_train"] == expected.n_train == 30
     assert stored["checkpoints"] == [c.model_dump(mode="json") for c in expected.checkpoints]
+
+
+def test_a_plugin_model_trains_on_the_worker_like_the_engine(
+    worker: Path, pg: Backend, alice: httpx.Client
+) -> None:
+    body = {
+        "name": "mixer",
+        "dataset": {"kind": "digits", "max_train_samples": 120, "max_test_samples": 40},
+        "model": {"kind": "plugin", "name": "mixer", "params": {"depth": 2, "dim": 8}},
+        "training": {"epochs": 2, "loss": "cross_entropy", "seed": 2, "device": "cpu"},
+        "analysis": {"layers": "all", "checkpoints": {"every": 1}, "deltas": {"auto": 5}},
+    }
+    job_id = alice.post("/v1/experiments", json=body).json()["id"]
+    job = wait_terminal(alice, job_id)
+    assert job["status"] == "succeeded", job["error"]
+    stored = alice.get(f"/v1/experiments/{job_id}/results").json()["runs"][0]
+    assert stored["layer_names"] == ["input", "embed", "blocks.0", "blocks.1", "pool"]
+    expected = run_one(ExperimentSpec.model_validate(body), 0)
+    assert stored["checkpoints"] == [c.model_dump(mode="json") for c in expected.checkpoints]
+    refused = alice.post("/v1/experiments", json=body | {"model": {"kind": "plugin", "name": "x"}})
+    assert refused.status_code == 422
+    assert (
+        "no model plugin 'x' is installed (installed: " in refused.text and "mixer" in refused.text
+    )
+    bad = alice.post(
+        "/v1/experiments",
+        json=body | {"model": {"kind": "plugin", "name": "mixer", "params": {"depth": 99}}},
+    )
+    assert bad.status_code == 422 and "model.params.depth" in bad.text
+
+
+def test_the_operator_may_narrow_the_plugins(pg: Backend, tmp_path: Path) -> None:
+    from service_support import LiveServer, service_settings
+
+    from api.app import create_app
+
+    settings = service_settings(
+        tmp_path,
+        database_url=pg.settings.database_url,
+        broker_url=pg.settings.broker_url,
+        model_plugins=["something-else"],
+    )
+    server = LiveServer(create_app(settings)).start()
+    try:
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {pg.key('op')}"}
+        ) as c:
+            response = c.post(
+                "/v1/experiments",
+                json=tiny_spec(
+                    dataset={"kind": "digits", "max_train_samples": 50},
+                    model={"kind": "plugin", "name": "mixer"},
+                    training={**tiny_spec()["training"], "loss": "cross_entropy"},
+                ),
+            )
+        assert response.status_code == 422, response.text
+        assert "not allowed on this server" in response.text
+        assert response.json()["error"]["details"]["field"] == "model.name"
+    finally:
+        server.stop()

@@ -35,8 +35,8 @@ from fault_support import (
 from service_support import Backend, tiny_spec, wait_for
 from sqlalchemy import select, text
 
-from dfp.experiments.lifecycle import aggregate_status
 from dfp.storage.models import Run
+from dfp_engine.status import aggregate_status
 from worker.context import holder_alive, process_name
 
 SLOW_TO_CALL_LOST = 60.0

@@ -48,9 +48,9 @@ from service_support import (
 from test_datasets_api import npz_bytes
 
 from api.app import create_app
+from dfp.queues.celery_app import create_celery
+from dfp.queues.dispatch import CeleryDispatcher
 from dfp.storage.database import Database
-from worker.app import create_celery
-from worker.dispatch import CeleryDispatcher
 
 EXAMPLES = int(os.environ.get("DFP_FUZZ_EXAMPLES", "25"))
 SEED = int(os.environ.get("DFP_FUZZ_SEED", "20261128"))
@@ -78,6 +78,8 @@ OPERATIONS = [
     "cancelAnalysis",
     "deleteAnalysis",
     "streamAnalysisEvents",
+    "listAnalysisFigures",
+    "getAnalysisFigure",
     "getWebhookSecret",
     "getHealth",
     "getReadiness",

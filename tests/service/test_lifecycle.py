@@ -12,7 +12,7 @@ import pytest
 from service_support import Backend, analysed_checkpoints, run_result, tiny_spec
 from sqlalchemy import func, select, update
 
-from dfp.experiments import lifecycle
+from dfp.experiments import lifecycle, stale_runs
 from dfp.experiments.lifecycle import Lease
 from dfp.storage.models import LayerCurve, Run, RunCheckpoint
 from dfp.storage.types import utcnow
@@ -266,8 +266,8 @@ def test_a_run_whose_holder_is_known_dead_is_taken_over_at_once(
         )  # fmt: skip
     assert alive is None  # a live holder keeps its run
     with backend.db.unit_of_work() as uow:
-        assert lifecycle.lost_runs(uow.session, backend.settings, utcnow()) == []
-        assert lifecycle.lost_runs(
+        assert stale_runs.lost_runs(uow.session, backend.settings, utcnow()) == []
+        assert stale_runs.lost_runs(
             uow.session, backend.settings, utcnow(), lambda worker: worker != "host:1"
         ) == [run_id]
         new = lifecycle.claim_run(

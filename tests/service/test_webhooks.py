@@ -36,14 +36,14 @@ from sqlalchemy import select
 from api.app import create_app
 from dfp.client import Client
 from dfp.experiments import lifecycle
+from dfp.queues.celery_app import create_celery
+from dfp.queues.dispatch import CeleryDispatcher
 from dfp.settings import Settings
 from dfp.storage.database import Database
 from dfp.storage.models import Job, WebhookDelivery
 from dfp.webhooks import outbox
 from dfp.webhooks.delivery import post_event
 from dfp.webhooks.signing import owner_secret, signature_header, verify_signature
-from worker.app import create_celery
-from worker.dispatch import CeleryDispatcher
 
 RETRY_SECONDS = 0.25
 MAX_ATTEMPTS = 4

@@ -7,12 +7,11 @@ import uuid
 from celery import Celery
 from kombu.exceptions import ChannelError
 
-from dfp.queues import WEBHOOK_QUEUE
-from worker.app import DELIVER_WEBHOOK, EXECUTE_RUN
+from dfp.queues.names import DELIVER_WEBHOOK, EXECUTE_RUN, WEBHOOK_QUEUE
 
 
 class CeleryDispatcher:
-    """RunDispatcher on Celery: one `dfp.execute_run(run_id)` message on the run's queue."""
+    """RunDispatcher and QueueProbe on Celery: one `dfp.execute_run(run_id)` message per run."""
 
     def __init__(self, app: Celery) -> None:
         self.app = app

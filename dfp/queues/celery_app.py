@@ -5,11 +5,8 @@ from __future__ import annotations
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
-from dfp.queues import CPU_QUEUE, GPU_QUEUE, WEBHOOK_QUEUE
+from dfp.queues.names import CPU_QUEUE, GPU_QUEUE, WEBHOOK_QUEUE
 from dfp.settings import Settings
-
-EXECUTE_RUN = "dfp.execute_run"
-DELIVER_WEBHOOK = "dfp.deliver_webhook"
 
 
 def create_celery(settings: Settings) -> Celery:

@@ -1,0 +1,1 @@
+"""The web UI at /ui: server-rendered pages on the API's own service layer and routes."""
