@@ -287,7 +287,7 @@ def get_results_csv(
 
 FIGURE_NAME = r"^[a-z0-9_]{1,64}$"
 # pyplot keeps global state: one figure at a time per process.
-_figure_lock = threading.Lock()
+figure_lock = threading.Lock()
 
 
 @router.get(
@@ -332,7 +332,7 @@ def get_figure(
             f"no figure '{name}' for experiment {experiment_id}; available: {', '.join(names)}",
             details={"available": names},
         )
-    with _figure_lock:
+    with figure_lock:
         png = render_figure(result, name)
     return Response(png, media_type="image/png")
 
