@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from api.deps import rate_limit
+from api.experiments import NAME_FILTER_PATTERN
 from api.state import AppState
 from api.ui import security
 from api.ui.spec_text import (
@@ -225,8 +226,8 @@ def _list_filters(request: Request) -> tuple[dict[str, Any], list[str]]:
     if tag is not None and (len(tag) > 64 or not re.match(TAG_PATTERN, tag)):
         problems.append("tag: letters, digits and . _ : / = - (at most 64)")
     name = params.get("name", "").strip() or None
-    if name is not None and len(name) > MAX_FILTER:
-        problems.append(f"name: at most {MAX_FILTER} characters")
+    if name is not None and (len(name) > MAX_FILTER or not re.match(NAME_FILTER_PATTERN, name)):
+        problems.append(f"name: at most {MAX_FILTER} characters, none of them control characters")
     cursor = params.get("cursor") or None
     filters = {"status": statuses, "tag": tag, "name": name, "cursor": cursor}
     return filters, problems
