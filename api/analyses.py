@@ -7,16 +7,18 @@ import time
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import Caller, CallerDep
 from api.errors import error_responses
 from api.experiments import (
+    FIGURE_NAME,
     MAX_WAIT_SECONDS,
     POLL_SECONDS,
     LayerFilter,
     UtcDatetime,
+    figure_lock,
     json_response,
 )
 from dfp.analyses import service
@@ -26,8 +28,9 @@ from dfp.analyses.schemas import (
     AnalysisPublic,
     AnalysisResultsPublic,
 )
+from dfp.errors import NotFoundError
 from dfp.experiments import service as jobs
-from dfp.experiments.schemas import TAG_PATTERN
+from dfp.experiments.schemas import TAG_PATTERN, FigurePublic, FiguresPublic
 from dfp_engine.status import Status
 
 router = APIRouter(prefix="/v1/analyses", tags=["analyses"])
@@ -196,6 +199,56 @@ def get_analysis_results_csv(
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{analysis_id}.csv"'},
     )
+
+
+@router.get(
+    "/{analysis_id}/figures",
+    operation_id="listAnalysisFigures",
+    response_model=FiguresPublic,
+    responses=error_responses(401, 404, 422, 503),
+)
+def list_analysis_figures(analysis_id: uuid.UUID, caller: CallerDep) -> Response:
+    """The names and URLs of the figures drawn from this analysis's stored layers."""
+    from dfp.figures import analysis_figure_names
+
+    with caller.transaction() as (uow, owner):
+        result = service.results(uow.session, owner, analysis_id)
+    base = f"/v1/analyses/{analysis_id}/figures"
+    names = analysis_figure_names(result.layers)
+    return json_response(
+        FiguresPublic(data=[FigurePublic(name=n, url=f"{base}/{n}.png") for n in names])
+    )
+
+
+@router.get(
+    "/{analysis_id}/figures/{name}.png",
+    operation_id="getAnalysisFigure",
+    responses={
+        200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+        **error_responses(401, 404, 422, 503),
+    },
+)
+def get_analysis_figure(
+    analysis_id: uuid.UUID,
+    name: Annotated[str, Path(pattern=FIGURE_NAME, description="See listAnalysisFigures.")],
+    caller: CallerDep,
+) -> Response:
+    """RDF against 1/δ of every analysed layer (PNG), drawn from the stored results."""
+    from dfp.figures import analysis_figure_names, render_analysis_figure
+
+    with caller.transaction() as (uow, owner):
+        result = service.results(uow.session, owner, analysis_id)
+    names = analysis_figure_names(result.layers)
+    if name not in names:
+        raise NotFoundError(
+            f"no figure '{name}' for analysis {analysis_id}; "
+            f"available: {', '.join(names) or 'none yet'}",
+            details={"available": names},
+        )
+    title = f"RDF of each layer (n = {result.n_samples})"
+    with figure_lock:
+        png = render_analysis_figure(result.layers, name, title)
+    return Response(png, media_type="image/png")
 
 
 @router.post(

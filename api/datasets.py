@@ -136,6 +136,8 @@ def _store(caller: Caller, source: IO[bytes], name: str) -> tuple[DatasetPublic,
 )
 async def upload_dataset(request: Request, caller: CallerDep) -> Response:
     """Upload an .npy or .npz file; its arrays are checked before anything is stored."""
+    # The key is checked before a byte of the body is read: only its owner's uploads spool.
+    await run_in_threadpool(caller.read, lambda _session, owner: owner)
     max_bytes = caller.state.settings.max_dataset_bytes
     # The key first: a bad one is 401 before its body is read (and not 415 for its form).
     await run_in_threadpool(caller.read, lambda session, owner: owner)

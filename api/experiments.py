@@ -55,6 +55,8 @@ POLL_SECONDS = 0.25
 # Filters hold what stored values can be: integers within the database's, names of layers.
 MAX_INDEX = 2**31 - 1
 LAYER_PATTERN = r"^[A-Za-z0-9._-]{1,50}$"
+# Control characters (NUL above all, which PostgreSQL text cannot hold) are in no stored name.
+NAME_FILTER_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -130,7 +132,12 @@ def list_experiments(
     ] = None,
     tag: Annotated[str | None, Query(max_length=64, pattern=TAG_PATTERN)] = None,
     name: Annotated[
-        str | None, Query(max_length=200, description="Part of the name, in any case.")
+        str | None,
+        Query(
+            max_length=200,
+            pattern=NAME_FILTER_PATTERN,
+            description="Part of the name, in any case (no control characters).",
+        ),
     ] = None,
     created_after: Annotated[
         UtcDatetime | None, Query(description="ISO 8601; without a zone it means UTC.")
@@ -298,7 +305,7 @@ def get_results_csv(
 
 FIGURE_NAME = r"^[a-z0-9_]{1,64}$"
 # pyplot keeps global state: one figure at a time per process.
-_figure_lock = threading.Lock()
+figure_lock = threading.Lock()
 
 
 @router.get(
@@ -343,7 +350,7 @@ def get_figure(
             f"no figure '{name}' for experiment {experiment_id}; available: {', '.join(names)}",
             details={"available": names},
         )
-    with _figure_lock:
+    with figure_lock:
         png = render_figure(result, name)
     return Response(png, media_type="image/png")
 

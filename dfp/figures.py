@@ -349,3 +349,26 @@ def write_figures(result: ExperimentResult | Mapping[str, Any], folder: Path) ->
         path.write_bytes(render_figure(parsed, name))
         paths.append(path)
     return paths
+
+
+# --------------------------------------------------------------- analysis figures
+
+ANALYSIS_FIGURES = ("rdf_layers",)
+
+
+def analysis_figure_names(layers: list[LayerAnalysis]) -> list[str]:
+    """The figures of an analysis's stored layers (none until one is done)."""
+    return list(ANALYSIS_FIGURES) if layers else []
+
+
+def render_analysis_figure(layers: list[LayerAnalysis], name: str, title: str) -> bytes:
+    """`rdf_layers`: RDF against 1/δ, one line per analysed array, as PNG bytes."""
+    if name not in analysis_figure_names(layers):
+        raise ValueError(f"no figure '{name}' for this analysis")
+    fig = rdf_by_layer([Checkpoint(epoch=0, step=0, layers=layers)], title, epoch_titles=False)
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()

@@ -7,8 +7,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dfp_engine.streaming import release_pages
+
 # Pairs used to estimate the squared-distance distribution; exact below this size.
 AUTO_GRID_SAMPLE = 2048
+# Float64 elements of one column chunk of the sample while its Gram matrix is summed.
+GRAM_CHUNK_ELEMENTS = 2**22
 
 
 def validate_deltas(values: Sequence[float], *, name: str = "deltas") -> list[float]:
@@ -54,20 +58,38 @@ def grid_sample_rows(n: int, max_points: int = AUTO_GRID_SAMPLE) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n, size=max_points, replace=False))
 
 
-def squared_distance_sample(z: np.ndarray, *, max_points: int = AUTO_GRID_SAMPLE) -> np.ndarray:
-    """Pairwise squared distances (float64) of a seeded row subset: (s, s), s ≤ max_points."""
-    n = z.shape[0]
-    if n > max_points:
-        z = z[grid_sample_rows(n, max_points)]
-    z64 = z.astype(np.float64)
-    z64 -= z64.mean(axis=0)
-    sq = (z64 * z64).sum(axis=1)
+def squared_distance_sample(
+    z: np.ndarray,
+    *,
+    max_points: int = AUTO_GRID_SAMPLE,
+    scale: np.ndarray | None = None,
+) -> np.ndarray:
+    """Pairwise squared distances (float64) of a seeded row subset: (s, s), s ≤ max_points.
+
+    Features are taken `scale`-multiplied (one factor per column) when given. The Gram matrix
+    is summed over column chunks, so a wide z (a memory-mapped conv stage, say) is never held
+    whole in float64.
+    """
+    rows = grid_sample_rows(z.shape[0], max_points)
+    whole = len(rows) == z.shape[0]
+    s, d = len(rows), z.shape[1]
+    gram = np.zeros((s, s))
+    step = max(1, GRAM_CHUNK_ELEMENTS // max(s, 1))
+    for c0 in range(0, d, step):
+        block = z[:, c0 : c0 + step] if whole else z[rows, c0 : c0 + step]
+        part = np.asarray(block, dtype=np.float64)  # (s, chunk)
+        if scale is not None:
+            part = part * scale[c0 : c0 + step]
+        part = part - part.mean(axis=0)
+        gram += part @ part.T
+        release_pages(z, 0, z.shape[0])
+    sq = np.diag(gram).copy()
     # (s, d) -> (s, s); clamp the expansion's rounding below zero
-    d2: np.ndarray = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (z64 @ z64.T), 0.0)
+    d2: np.ndarray = np.maximum(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0)
     return d2
 
 
-def auto_deltas(z: np.ndarray, m: int = 20) -> list[float]:
+def auto_deltas(z: np.ndarray, m: int = 20, *, scale: np.ndarray | None = None) -> list[float]:
     """A geometric grid of m δ spanning 'neighbours barely mix' to 'everything is averaged'.
 
     With D the pairwise squared distances of the (normalised) features, the low end is the
@@ -78,7 +100,7 @@ def auto_deltas(z: np.ndarray, m: int = 20) -> list[float]:
     """
     if m < 2:
         raise ValueError(f"the automatic grid needs at least 2 values, got {m}")
-    d2 = squared_distance_sample(z)
+    d2 = squared_distance_sample(z, scale=scale)
     top = float(d2.max()) if d2.shape[0] > 1 else 0.0
     if top <= 0.0:
         lo, hi = 1e-3, 1e3

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dfp_engine.deltas import auto_deltas, grid_sample_rows, resolve_deltas
+from dfp_engine.deltas import auto_deltas, resolve_deltas
 from dfp_engine.lowpass import Backend, lowpass_sums
 from dfp_engine.normalization import (
     NORMALIZATION_MODES,
@@ -135,6 +135,7 @@ def _resolve_grid(
     deltas: Sequence[float] | None,
     inverse_deltas: Sequence[float] | None,
     auto: int | None,
+    scale: np.ndarray | None = None,
 ) -> list[float]:
     given = sum(x is not None for x in (deltas, inverse_deltas, auto))
     if given > 1:
@@ -142,7 +143,7 @@ def _resolve_grid(
     if given == 0:
         auto = 20
     if auto is not None:
-        return auto_deltas(zn, auto)
+        return auto_deltas(zn, auto, scale=scale)
     return resolve_deltas(deltas=deltas, inverse_deltas=inverse_deltas)
 
 
@@ -244,8 +245,7 @@ def analyze_frequency(
         assert stats is not None
         scaling = FeatureScaling.from_statistics(stats, normalization)
         # the automatic grid looks at the same seeded row sample as on the exact path
-        sample = scaling.apply(z[grid_sample_rows(z.shape[0])], DTYPES[precision])
-        grid = _resolve_grid(sample, deltas, inverse_deltas, auto_deltas)
+        grid = _resolve_grid(z, deltas, inverse_deltas, auto_deltas, scaling.scale)
         estimate = sampled_lfr(
             z, scaling, y, grid, ci, seed=seed, block_size=block_size, dtype=DTYPES[precision],
             threads=threads, device=dev, backend=backend, on_progress=on_progress,
@@ -283,9 +283,7 @@ def analyze_frequency(
         assert stats is not None
         zn = z
         scale = 1.0 / column_divisors(stats, normalization)
-        # the automatic grid looks at a seeded row sample only: scale just those rows
-        sample = np.asarray(z[grid_sample_rows(z.shape[0])], dtype=np.float64) * scale
-        grid = _resolve_grid(sample.astype(DTYPES[precision]), deltas, inverse_deltas, auto_deltas)
+        grid = _resolve_grid(z, deltas, inverse_deltas, auto_deltas, scale)
 
     values = y
     if predictions is not None:

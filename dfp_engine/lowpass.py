@@ -113,11 +113,11 @@ class _StreamedRows:
         stop = min(j0 + b, n)
         if stop > j0:
             rows = out[: stop - j0]
-            chunk = np.array(self.z[j0:stop], dtype=np.float64)  # (rows, d): a copy, read
+            # (rows, d) read from the file straight into the tile's dtype: no float64 copy
+            np.subtract(self.z[j0:stop], self.mean, out=rows[:, :d], casting="same_kind")
             release_pages(self.z, j0, stop)
-            chunk -= self.mean
-            chunk *= self.scale
-            _fill_prepared(rows, chunk, d)
+            rows[:, :d] *= self.scale
+            _fill_prepared(rows, rows[:, :d], d)
         return out
 
 

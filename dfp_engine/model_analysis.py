@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,31 +145,35 @@ def analyze_model(
     precision = str(np.dtype(dtype) if isinstance(dtype, type) else dtype).removeprefix("torch.")
     if precision not in DTYPES:
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    selectors, hooked = resolve_selectors(model, layers)
+    resolve_selectors(model, layers)  # bad names fail before anything runs
     wants_output = isinstance(predictions, str)
     if wants_output and predictions != "output":
         raise ValueError(f"predictions must be an array or 'output', got '{predictions}'")
 
     start = time.perf_counter()
-    store = RepresentationStore(max_memory, DTYPES[precision], spill_dir)
-    try:
-        n, batch_targets, outputs = _capture(
-            model, inputs, selectors, hooked, store, batch_size, wants_output
-        )
-        y = _targets(targets, batch_targets, n)
-        reps = store.finish()
+    with capture_model(
+        model,
+        inputs,
+        targets,
+        layers,
+        batch_size=batch_size,
+        max_memory=max_memory,
+        spill_dir=spill_dir,
+        dtype=precision,
+        keep_outputs=wants_output,
+    ) as capture:
         captured = time.perf_counter()
-        chosen = outputs if wants_output else predictions
+        chosen = capture.outputs if wants_output else predictions
         entries: list[LayerAnalysis] = []
-        for k, selector in enumerate(selectors):
+        for k, name in enumerate(capture.representations):
             report = None
             if on_progress is not None:
-                done, total = k, len(selectors)
+                done, total = k, len(capture.representations)
                 report = lambda f, done=done, total=total: on_progress((done + f) / total)  # noqa: E731
             try:
                 result = analyze_frequency(
-                    reps[selector.text],
-                    y,
+                    capture.representations[name],
+                    capture.targets,
                     deltas=deltas,
                     inverse_deltas=inverse_deltas,
                     auto_deltas=auto_deltas,
@@ -183,20 +188,65 @@ def analyze_model(
                     on_progress=report,
                 )
             except ValueError as exc:
-                raise ValueError(f"layer '{selector.text}': {exc}") from None
-            entries.append(LayerAnalysis.from_frequency(selector.text, result))
-        del reps
-        spilled = store.spilled
-    finally:
-        store.close()
+                raise ValueError(f"layer '{name}': {exc}") from None
+            entries.append(LayerAnalysis.from_frequency(name, result))
     end = time.perf_counter()
     return ModelAnalysis(
         layers=entries,
-        n_samples=n,
+        n_samples=capture.n_samples,
         capture_seconds=captured - start,
         analysis_seconds=end - captured,
-        spilled_layers=spilled,
+        spilled_layers=capture.spilled,
     )
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Representations (n, d) per selector, in the order asked (memmaps for spilled ones)."""
+
+    representations: dict[str, np.ndarray]
+    targets: np.ndarray
+    outputs: np.ndarray | None
+    n_samples: int
+    spilled: list[str]
+
+
+@contextmanager
+def capture_model(
+    model: nn.Module,
+    inputs: Any,
+    targets: ArrayLike | None,
+    layers: str | Sequence[str],
+    *,
+    batch_size: int = CAPTURE_BATCH,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    spill_dir: str | Path | None = None,
+    dtype: str = "float32",
+    keep_outputs: bool = False,
+) -> Iterator[Capture]:
+    """One eval-mode pass of the model over the inputs, every selected layer's rows captured.
+
+    Inside the block the spilled layers' files exist; they are deleted on leaving it.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    selectors, hooked = resolve_selectors(model, layers)
+    store = RepresentationStore(max_memory, DTYPES[dtype], spill_dir)
+    try:
+        n, batch_targets, outputs = _capture(
+            model, inputs, selectors, hooked, store, batch_size, keep_outputs
+        )
+        y = _targets(targets, batch_targets, n)
+        reps = store.finish()
+        yield Capture(
+            representations={s.text: reps[s.text] for s in selectors},
+            targets=y,
+            outputs=outputs,
+            n_samples=n,
+            spilled=store.spilled,
+        )
+    finally:
+        store.close()
 
 
 def _capture(

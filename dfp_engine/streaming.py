@@ -11,7 +11,7 @@ import mmap
 import numpy as np
 
 # Rows read per chunk by a streaming pass (statistics, means): about this many bytes.
-STREAM_CHUNK_BYTES = 64 * 2**20
+STREAM_CHUNK_BYTES = 16 * 2**20
 
 
 def chunk_rows(z: np.ndarray) -> int:

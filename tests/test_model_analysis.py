@@ -370,3 +370,17 @@ def test_monitor_rejects_bad_names_and_options_up_front(net: Net) -> None:
         FrequencyMonitor(net, x, [0, 1, 0, 1], ["stm"])
     with pytest.raises(ValueError, match="unexpected keyword argument 'deltaz'"):
         FrequencyMonitor(net, x, [0, 1, 0, 1], ["stem"], deltaz=[1, 2])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_model_on_cuda_stays_there(data: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = data
+    torch.manual_seed(0)
+    cpu_net = Net()
+    gpu_net = Net().cuda()
+    gpu_net.load_state_dict(cpu_net.state_dict())
+    on_gpu = analyze_model(gpu_net, x, y, ["blocks.1"], deltas=DELTAS, device="cuda")
+    on_cpu = analyze_model(cpu_net, x, y, ["blocks.1"], deltas=DELTAS)
+    assert all(p.is_cuda for p in gpu_net.parameters())
+    np.testing.assert_allclose(on_gpu.layers[0].lfr, on_cpu.layers[0].lfr, rtol=1e-4)

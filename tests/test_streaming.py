@@ -161,3 +161,22 @@ def test_streaming_needs_the_numpy_backend(
     z, labels = data
     with pytest.raises(ValueError, match="numpy"):
         lowpass_sums(mapped(tmp_path / "z.f64", z), np.eye(4)[labels], DELTAS, backend="torch")
+
+
+def test_grid_sample_distances_summed_over_column_chunks(
+    tmp_path: Path, data: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dfp_engine.deltas as deltas
+
+    z, _ = data
+    whole = deltas.squared_distance_sample(z)
+    diff = z[:, None, :] - z[None, :, :]
+    np.testing.assert_allclose(whole, (diff**2).sum(-1), rtol=1e-10, atol=1e-9)
+    monkeypatch.setattr(deltas, "GRAM_CHUNK_ELEMENTS", 300 * 2)  # two columns a chunk
+    chunked = deltas.squared_distance_sample(mapped(tmp_path / "z.f64", z))
+    np.testing.assert_allclose(chunked, whole, rtol=1e-10, atol=1e-9)
+    scale = np.linspace(1.0, 2.0, z.shape[1])
+    scaled = deltas.squared_distance_sample(z, scale=scale)
+    np.testing.assert_allclose(scaled, deltas.squared_distance_sample(z * scale), rtol=1e-10)
+    # a subset of rows when there are more than max_points
+    assert deltas.squared_distance_sample(z, max_points=50).shape == (50, 50)

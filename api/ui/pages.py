@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from api.deps import rate_limit
+from api.experiments import NAME_FILTER_PATTERN
 from api.state import AppState
 from api.ui import security
 from api.ui.spec_text import (
@@ -33,6 +34,7 @@ from api.ui.spec_text import (
     validation_problems,
 )
 from dfp import __version__
+from dfp.datasets import service as datasets
 from dfp.errors import DfpError, ForbiddenError
 from dfp.experiments import repository, service
 from dfp.experiments.schemas import TAG_PATTERN, ExperimentCreate
@@ -224,8 +226,8 @@ def _list_filters(request: Request) -> tuple[dict[str, Any], list[str]]:
     if tag is not None and (len(tag) > 64 or not re.match(TAG_PATTERN, tag)):
         problems.append("tag: letters, digits and . _ : / = - (at most 64)")
     name = params.get("name", "").strip() or None
-    if name is not None and len(name) > MAX_FILTER:
-        problems.append(f"name: at most {MAX_FILTER} characters")
+    if name is not None and (len(name) > MAX_FILTER or not re.match(NAME_FILTER_PATTERN, name)):
+        problems.append(f"name: at most {MAX_FILTER} characters, none of them control characters")
     cursor = params.get("cursor") or None
     filters = {"status": statuses, "tag": tag, "name": name, "cursor": cursor}
     return filters, problems
@@ -337,6 +339,64 @@ async def delete_experiment(request: Request, experiment_id: uuid.UUID) -> Respo
         "/ui/experiments",
     )
     return await page(request, work, _text(form.get("csrf_token")))
+
+
+# -------------------------------------------------------------- datasets, analyses
+
+
+@router.get("/datasets")
+async def datasets_page(request: Request) -> Response:
+    """Your uploaded datasets, newest first: the arrays each holds, to name in specs."""
+    cursor = request.query_params.get("cursor") or None
+
+    def work(uow: UnitOfWork, session: VerifiedSession) -> Response:
+        listing = datasets.list_datasets(uow.session, session.owner, limit=PAGE_SIZE, cursor=cursor)
+        return render(
+            request,
+            "datasets.html",
+            owner=session.owner,
+            csrf_token=session.csrf_token,
+            listing=listing,
+            cursor=cursor,
+        )
+
+    return await page(request, work)
+
+
+@router.get("/analyses")
+async def analyses_page(request: Request) -> Response:
+    """Your analyses of uploaded representations, newest first, with live progress."""
+    filters, problems = _list_filters(request)
+
+    def work(uow: UnitOfWork, session: VerifiedSession) -> Response:
+        listing = None
+        if not problems:
+            listing = service.list_experiments(
+                uow.session,
+                session.owner,
+                limit=PAGE_SIZE,
+                cursor=filters["cursor"],
+                kind=service.ANALYSIS,
+                status=filters["status"],
+                tag=filters["tag"],
+                name=filters["name"],
+            )
+        query = [("status", s) for s in filters["status"]]
+        query += [(k, filters[k]) for k in ("tag", "name") if filters[k]]
+        return render(
+            request,
+            "analyses.html",
+            200 if not problems else 422,
+            owner=session.owner,
+            csrf_token=session.csrf_token,
+            listing=listing,
+            filters=filters,
+            problems=problems,
+            statuses=STATUSES,
+            query=query,
+        )
+
+    return await page(request, work)
 
 
 # ---------------------------------------------------------------------------- compare

@@ -23,6 +23,7 @@ from dfp.cli import datasets as _datasets  # noqa: F401
 from dfp.cli import db as _db  # noqa: F401
 from dfp.cli import experiment as _experiment  # noqa: F401
 from dfp.cli import keys as _keys  # noqa: F401
+from dfp.cli import reproduce as _reproduce  # noqa: F401
 from dfp.cli import serve as _serve  # noqa: F401
 
 

@@ -21,6 +21,7 @@ from dfp.storage.models import Job, Run
 from dfp_engine.results import (
     Environment,
     ExperimentResult,
+    HistoryPoint,
     RunResult,
     SummaryRow,
     Verdict,
@@ -115,10 +116,10 @@ def _verdicts(
     job: Job, documents: list[dict[str, Any]], thresholds: VerdictThresholds | None
 ) -> list[Verdict]:
     """The engine's verdicts on the stored runs (those still going count as unfinished)."""
-    runs = [engine_run_result(RunResultPublic.model_validate(d)) for d in documents]
+    runs = [engine_run_result(document) for document in documents]
     result = ExperimentResult.model_construct(
         spec=job.spec,
-        status=job.status,  # type: ignore[arg-type]  # also queued or running while partial
+        status=Status(job.status),
         environment=None,  # type: ignore[arg-type]  # verdicts do not read it
         runs=runs,
         summary=[SummaryRow.model_validate(row) for row in job.summary or []],
@@ -174,10 +175,6 @@ def run_document(run: Run, checkpoints: list[dict[str, Any]]) -> dict[str, Any]:
     return document
 
 
-def run_result_public(run: Run, checkpoints: list[dict[str, Any]]) -> RunResultPublic:
-    return RunResultPublic.model_validate(run_document(run, checkpoints))
-
-
 def experiment_result(
     session: Session, owner: str, job_id: uuid.UUID, kind: str = EXPERIMENT
 ) -> ExperimentResult:
@@ -193,7 +190,7 @@ def experiment_result(
             f"experiment {job_id} has no results yet, so no figures", code="no_results"
         )
     checkpoints = _checkpoints_by_run(session, runs, (), ())
-    engine_runs = [engine_run_result(run_result_public(r, checkpoints.get(r.id, []))) for r in runs]
+    engine_runs = [engine_run_result(run_document(r, checkpoints.get(r.id, []))) for r in runs]
     fields = set(Environment.model_fields)
     environment = {k: v for k, v in (runs[0].environment or {}).items() if k in fields}
     return ExperimentResult.model_construct(
@@ -206,17 +203,18 @@ def experiment_result(
     )
 
 
-def engine_run_result(run: RunResultPublic) -> RunResult:
-    """Back to the engine's model: a loss stored as null (it diverged) becomes NaN again."""
-    data = run.model_dump(exclude={"environment", "history", "checkpoints"})
+def engine_run_result(document: dict[str, Any]) -> RunResult:
+    """A run document (`run_document`) as the engine's model: a loss stored as null (it
+    diverged) becomes NaN again; fields of another version's history are left out."""
     history = [
         {
-            **point.model_dump(),
-            "train_loss": math.nan if point.train_loss is None else point.train_loss,
+            **{name: point[name] for name in HistoryPoint.model_fields if name in point},
+            "train_loss": math.nan if point.get("train_loss") is None else point["train_loss"],
         }
-        for point in run.history
+        for point in document["history"]
     ]
-    return RunResult.model_validate({**data, "history": history, "checkpoints": run.checkpoints})
+    data = {name: value for name, value in document.items() if name in RunResult.model_fields}
+    return RunResult.model_validate({**data, "history": history})
 
 
 def curve_rows(results: ResultsPublic) -> Iterator[tuple[Any, ...]]:

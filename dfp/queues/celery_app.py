@@ -27,6 +27,9 @@ def create_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A new pool process imports torch before it reports alive; Celery's default 4 s is
+        # too short on a busy machine, and a process that misses it never takes a task.
+        worker_proc_alive_timeout=60.0,
         task_soft_time_limit=settings.job_soft_time_limit,
         task_time_limit=settings.job_time_limit,
         task_default_queue=CPU_QUEUE,

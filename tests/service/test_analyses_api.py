@@ -99,6 +99,11 @@ def test_an_analysis_runs_on_the_worker_and_equals_the_engine(
     assert "event: analysis" in lines
     data = next(line for line in lines if line.startswith("data: "))
     assert '"is_terminal":true' in data and analysis["id"] in data
+    figures = alice.get(f"/v1/analyses/{analysis['id']}/figures").json()["data"]
+    assert [f["name"] for f in figures] == ["rdf_layers"]
+    png = alice.get(figures[0]["url"])
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    assert alice.get(f"/v1/analyses/{analysis['id']}/figures/other.png").status_code == 404
     csv = alice.get(f"/v1/analyses/{analysis['id']}/results.csv").text.splitlines()
     assert csv[0] == "layer,delta,inverse_delta,lfr,rdf,e_low,e_high"
     assert len(csv) == 1 + 2 * 5 and csv[1].startswith("h2,2.0,0.5,")

@@ -124,6 +124,10 @@ def test_openapi_declares_operation_ids_and_the_error_shape(backend: Backend) ->
         "getReadiness",
         "getMetrics",
         "getWebhookSecret",
+        "uploadDataset",
+        "listDatasets",
+        "getDataset",
+        "deleteDataset",
     }
     error_ref = "#/components/schemas/ErrorResponse"
     for name, operation in operations.items():

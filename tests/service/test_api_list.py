@@ -77,3 +77,21 @@ def test_bad_list_parameters_are_422(alice: httpx.Client) -> None:
         assert response.status_code == 422, params
         error = response.json()["error"]
         assert field in error["message"], (params, error)
+
+
+def test_name_search_matches_any_part_in_any_case(alice: httpx.Client) -> None:
+    for name in ("Depth-Sweep", "width_sweep", "100%-run"):
+        assert alice.post("/v1/experiments", json=tiny_spec(name=name)).status_code == 202
+
+    def names(query: str) -> list[str]:
+        response = alice.get("/v1/experiments", params={"name": query})
+        assert response.status_code == 200, response.text
+        return sorted(e["name"] for e in response.json()["data"])
+
+    assert names("SWEEP") == ["Depth-Sweep", "width_sweep"]
+    assert names("h_s") == ["width_sweep"]  # '_' and '%' are literal, not wildcards
+    assert names("%") == ["100%-run"]
+    assert names("nothing") == []
+    refused = alice.get("/v1/experiments", params={"name": "a\x00b"})
+    assert refused.status_code == 422
+    assert refused.json()["error"]["details"][0]["field"] == "name"

@@ -78,6 +78,8 @@ OPERATIONS = [
     "cancelAnalysis",
     "deleteAnalysis",
     "streamAnalysisEvents",
+    "listAnalysisFigures",
+    "getAnalysisFigure",
     "getWebhookSecret",
     "getHealth",
     "getReadiness",

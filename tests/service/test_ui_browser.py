@@ -506,3 +506,33 @@ def test_a_thousand_experiments_are_paged(ui: Backend, page: Page) -> None:
     assert page.locator(".compare-grid section").count() == 2
     assert page.locator("#chart-compare-steps circle").count() == 20
     page.screenshot(path=str(DOCS / "ui_compare.png"), full_page=True)
+
+
+def test_datasets_and_analyses_pages(ui: Backend, page: Page) -> None:
+    import numpy as np
+
+    from dfp.client import Client
+
+    key = ui.key("ui-lena")
+    rng = np.random.default_rng(0)
+    with Client(ui.url, key, settings=ui.settings) as client:
+        dataset = client.upload_dataset(
+            {"h1": rng.normal(size=(40, 5)), "y": rng.integers(0, 3, size=40)}, name="reps"
+        )
+        analysis = client.analyze(dataset.id, features=["h1"], targets="y", name="layer-check")
+    login(page, ui, key)
+    page.click("nav >> text=Datasets")
+    page.wait_for_url(f"{ui.url}/ui/datasets")
+    row = page.locator(f"#datasets tr[data-id='{dataset.id}']")
+    assert "reps" in row.inner_text()
+    assert "h1 40×5" in row.inner_text()
+    page.click("nav >> text=Analyses")
+    page.wait_for_url(f"{ui.url}/ui/analyses")
+    row = page.locator(f"#analyses tr[data-id='{analysis.id}']")
+    assert "layer-check" in row.inner_text()
+    assert row.locator("[data-field=status]").inner_text() == "queued"  # no worker runs here
+    results = page.request.get(f"{ui.url}/v1/analyses/{analysis.id}/results")
+    assert results.status == 200
+    # Experiments and analyses are listed apart.
+    page.goto(f"{ui.url}/ui/experiments")
+    assert "layer-check" not in page.inner_text("#experiments")

@@ -2,7 +2,8 @@
 "use strict";
 
 (function () {
-  const rows = Array.from(document.querySelectorAll("#experiments tr[data-terminal=false]"));
+  // Experiments and analyses alike: each row names its JSON resource.
+  const rows = Array.from(document.querySelectorAll("tr[data-url][data-terminal=false]"));
 
   function show(row, e) {
     const badge = row.querySelector("[data-field=status]");
@@ -24,7 +25,7 @@
     // At most DFP_MAX_CONCURRENT_JOBS rows are unfinished; each long-polls on its own.
     while (row.dataset.terminal === "false") {
       try {
-        const response = await fetch(`/v1/experiments/${row.dataset.id}?wait=3`,
+        const response = await fetch(`${row.dataset.url}?wait=3`,
                                      { credentials: "same-origin" });
         if (!response.ok) return;
         show(row, await response.json());
