@@ -182,7 +182,10 @@ def test_a_stream_on_another_api_process_follows_the_run_to_its_end(
     _, (first, second) = two_api_processes
     key = pg.key("alice")
     with httpx.Client(base_url=first, headers=auth(key), timeout=60) as client:
-        job_id = client.post("/v1/experiments", json=training_spec()).json()["id"]
+        # Two runs one after the other: still training when the long-polls below are done,
+        # however fast the machine is.
+        body = training_spec(sweep={"field": "model.depth", "values": [2, 3]})
+        job_id = client.post("/v1/experiments", json=body).json()["id"]
 
         # The long-poll answers when progress moves, not only when the status changes.
         wait_for(
