@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
 
 from api.deps import Caller, CallerDep
 from api.errors import error_responses
 from api.experiments import (
     FIGURE_NAME,
     MAX_WAIT_SECONDS,
-    POLL_SECONDS,
     LayerFilter,
     UtcDatetime,
     figure_lock,
     json_response,
+    long_poll,
 )
 from dfp.analyses import service
 from dfp.analyses.schemas import (
@@ -148,18 +145,12 @@ async def get_analysis(
     ] = 0,
 ) -> Response:
     """Status and progress (fraction over its layers) of one analysis, and its request."""
-    first, revision = await run_in_threadpool(_load, caller, analysis_id)
-    if wait <= 0 or first.is_terminal:
-        return json_response(first)
-    deadline = time.monotonic() + wait
-    while (remaining := deadline - time.monotonic()) > 0:
-        await asyncio.sleep(min(POLL_SECONDS, remaining))
-        if await request.is_disconnected():
-            break
-        if await run_in_threadpool(_revision, caller, analysis_id) != revision:
-            break
-    latest, _ = await run_in_threadpool(_load, caller, analysis_id)
-    return json_response(latest)
+    return await long_poll(
+        request,
+        wait,
+        lambda: _load(caller, analysis_id),
+        lambda: _revision(caller, analysis_id),
+    )
 
 
 @router.get(

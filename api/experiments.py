@@ -6,12 +6,13 @@ import asyncio
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 from pydantic_core import to_json
 from sqlalchemy.orm import Session
 
@@ -40,8 +41,12 @@ from dfp_engine.status import Status
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 
 
+class _JsonModel(Protocol):
+    def model_dump_json(self) -> str: ...
+
+
 def json_response(
-    model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None
+    model: _JsonModel, status_code: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     """A response serialised by pydantic straight to JSON bytes.
 
@@ -52,6 +57,34 @@ def json_response(
 
 MAX_WAIT_SECONDS = 60.0
 POLL_SECONDS = 0.25
+
+
+class _Snapshot(_JsonModel, Protocol):
+    @property
+    def is_terminal(self) -> bool: ...
+
+
+async def long_poll(
+    request: Request,
+    wait: float,
+    load: Callable[[], tuple[_Snapshot, str]],
+    revision: Callable[[], str],
+) -> Response:
+    """`load()` now, or once `revision()` changes within `wait` s (a job's long-poll)."""
+    first, seen = await run_in_threadpool(load)
+    if wait <= 0 or first.is_terminal:
+        return json_response(first)
+    deadline = time.monotonic() + wait
+    while (remaining := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(POLL_SECONDS, remaining))
+        if await request.is_disconnected():
+            break
+        if await run_in_threadpool(revision) != seen:
+            break
+    latest, _ = await run_in_threadpool(load)
+    return json_response(latest)
+
+
 # Filters hold what stored values can be: integers within the database's, names of layers.
 MAX_INDEX = 2**31 - 1
 LAYER_PATTERN = r"^[A-Za-z0-9._-]{1,50}$"
@@ -196,18 +229,12 @@ async def get_experiment(
     ] = 0,
 ) -> Response:
     """Status, progress, runs, spec and reproducibility metadata of one experiment."""
-    first, revision = await run_in_threadpool(_snapshot, caller, experiment_id)
-    if wait <= 0 or first.is_terminal:
-        return json_response(first)
-    deadline = time.monotonic() + wait
-    while (remaining := deadline - time.monotonic()) > 0:
-        await asyncio.sleep(min(POLL_SECONDS, remaining))
-        if await request.is_disconnected():
-            break
-        if await run_in_threadpool(_revision, caller, experiment_id) != revision:
-            break
-    latest, _ = await run_in_threadpool(_snapshot, caller, experiment_id)
-    return json_response(latest)
+    return await long_poll(
+        request,
+        wait,
+        lambda: _snapshot(caller, experiment_id),
+        lambda: _revision(caller, experiment_id),
+    )
 
 
 RunFilter = Annotated[

@@ -326,6 +326,6 @@ def test_the_operator_may_narrow_the_plugins(pg: Backend, tmp_path: Path) -> Non
             )
         assert response.status_code == 422, response.text
         assert "not allowed on this server" in response.text
-        assert response.json()["error"]["details"]["field"] == "model.name"
+        assert response.json()["error"]["details"][0]["field"] == "model.name"
     finally:
         server.stop()
