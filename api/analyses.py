@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from api.deps import Caller, CallerDep
 from api.errors import error_responses
@@ -18,6 +18,7 @@ from api.experiments import (
     json_response,
     long_poll,
 )
+from api.openapi import IdempotencyKey
 from dfp.analyses import service
 from dfp.analyses.schemas import (
     AnalysesPublic,
@@ -44,16 +45,7 @@ ANALYSIS = jobs.ANALYSIS
 def submit_analysis(
     body: AnalysisCreate,
     caller: CallerDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            min_length=1,
-            max_length=255,
-            pattern=r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$",
-            description="Repeat a submission safely: the same key and body return the same "
-            "analysis (printable ASCII).",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Analyse arrays of an uploaded dataset on the workers: one layer per feature array."""
     with caller.transaction() as (uow, owner):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Protocol
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AfterValidator, Field, StringConstraints
 from pydantic_core import to_json
@@ -22,6 +22,7 @@ from api.openapi import (
     CONTENT_DISPOSITION_HEADER,
     IDEMPOTENT_REPLAYED_HEADER,
     LOCATION_HEADER,
+    IdempotencyKey,
     file_response,
 )
 from dfp.errors import NotFoundError
@@ -121,16 +122,7 @@ UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 def submit_experiment(
     body: ExperimentCreate,
     caller: CallerDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            min_length=1,
-            max_length=255,
-            pattern=r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$",
-            description="Repeat a submission safely: the same key and body return the same job "
-            "(printable ASCII).",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Submit an experiment spec; its runs are queued for the workers."""
     with caller.transaction() as (uow, owner):

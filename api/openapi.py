@@ -7,9 +7,9 @@ not also declare `application/json` for them); `install(app)` adds the error com
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Header
 
 from api.errors import error_responses, error_schemas
 
@@ -191,3 +191,16 @@ def install(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = document  # type: ignore[method-assign]
+
+
+# The Idempotency-Key header of every submission operation.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$",
+        description="Repeat a submission safely: the same key and body return the same job "
+        "(printable ASCII).",
+    ),
+]
