@@ -117,6 +117,14 @@ class Settings(BaseSettings):
     max_result_bytes: int = Field(
         256 * 2**20, ge=1024, description="Stored curves and history of one run, in bytes."
     )
+    # Exact analyses past n² on one process: split into row blocks any worker takes (dfp.fanout).
+    fanout_min_rows: int = Field(
+        50_000, ge=2, description="Rows from which an exact CPU analysis is fanned out."
+    )
+    fanout_blocks: int = Field(8, ge=1, le=4096, description="Row blocks of a fanned-out analysis.")
+    fanout_threads: int = Field(
+        1, ge=1, le=256, description="Threads each worker computes a fan-out block with."
+    )
 
     # Verdicts (docs/method.md, "Verdicts"): what counts as one of the paper's claims holding.
     verdict_rho: float = Field(

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from dfp_engine.fanout import ExactSums
 from dfp_engine.frequency import analyze_frequency
 from dfp_engine.results import LayerAnalysis
 
@@ -27,12 +28,14 @@ def analyze_arrays(
     on_progress: Callable[[float], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     ci: float | None = None,
+    exact_sums: ExactSums | None = None,
 ) -> Iterator[LayerAnalysis]:
     """Analyse each feature array (n, ...) in order against `targets`; yields each layer as it
     is done. `grid` is one of deltas / inverse_deltas / auto_deltas as analyze_frequency takes
     it; `on_progress` sees the fraction over all layers; `should_cancel`, polled as the tiles
     progress, stops the work with AnalysisCancelledError; `ci` asks for the row-sampled
-    estimate (analyze_frequency's `ci`)."""
+    estimate (analyze_frequency's `ci`); `exact_sums` replaces the exact pass's sums
+    (analyze_frequency's, e.g. a fan-out over workers)."""
     names = list(features)
     cancelled = should_cancel or (lambda: False)
     for index, name in enumerate(names):
@@ -54,6 +57,7 @@ def analyze_arrays(
             device=device,
             on_progress=progress,
             ci=ci,
+            exact_sums=exact_sums,
             **grid,
         )
         yield LayerAnalysis.from_frequency(name, result)

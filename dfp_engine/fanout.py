@@ -1,5 +1,7 @@
 """The exact analysis split into row blocks that separate processes compute, reduced exactly.
 
+(docs/method.md, "The exact analysis across workers".)
+
 The upper triangle of tiles is cut into contiguous ranges of row strips with about equal numbers
 of tiles (`plan_blocks`). Each block's float64 partial sums (`block_sums`: the off-diagonal
 kernel sums its tiles add, to its own rows and, mirrored, to the rows of its columns) depend only
@@ -11,14 +13,21 @@ storage; its output is (|δ|, n, c + 1) float64.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dfp_engine.lowpass import default_block_size, lowpass_sums
+from dfp_engine.lowpass import LowpassSums, default_block_size, lowpass_sums
 from dfp_engine.normalization import column_divisors, column_statistics
+
+# What `analyze_frequency(exact_sums=...)` calls instead of `lowpass_sums`, with the same
+# arguments: a service hands the exact sums to its workers this way (dfp.fanout).
+ExactSums = Callable[..., LowpassSums]
+# Rows of the operand written per step, so a memory-mapped z is never copied whole.
+OPERAND_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,18 @@ class BlockPlan:
         """Tiles a block visits: strip s holds n_strips - s of them."""
         lo, hi = self.blocks[block]
         return sum(self.n_strips - s for s in range(lo, hi))
+
+    def first_row(self, block: int) -> int:
+        """The first row a block's sums can touch: its tiles add to rows of strips ≥ its own."""
+        return self.blocks[block][0] * self.block_size
+
+
+@dataclass(frozen=True)
+class BlockPartial:
+    """One block's float64 sums [S | O] for rows first_row … n - 1: (|δ|, n - first_row, k + 1)."""
+
+    first_row: int
+    sums: np.ndarray
 
 
 def plan_blocks(n: int, n_deltas: int, parts: int, block_size: int | None = None) -> BlockPlan:
@@ -88,6 +109,67 @@ def block_sums(
     )
     out: np.ndarray = np.concatenate([sums.values, sums.weights[:, :, None]], axis=2)
     return out
+
+
+def write_operand(z: np.ndarray, scale: np.ndarray | None, path: Path, dtype: Any) -> None:
+    """Store z * scale (n, d) as an .npy of `dtype`, the operand every block reads mapped.
+
+    Written in row chunks, so a memory-mapped z is read once and never held whole."""
+    n, d = z.shape
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=(n, d))
+    factors = None if scale is None else np.asarray(scale, dtype=np.float64).reshape(d)
+    for start in range(0, n, OPERAND_ROWS):
+        rows = np.asarray(z[start : start + OPERAND_ROWS], dtype=np.float64)
+        out[start : start + len(rows)] = rows if factors is None else rows * factors
+    out.flush()
+    del out
+
+
+def block_partial(
+    operand: np.ndarray,
+    values: np.ndarray,
+    deltas: Sequence[float],
+    plan: BlockPlan,
+    block: int,
+    *,
+    threads: int = 1,
+    on_progress: Callable[[float], None] | None = None,
+) -> BlockPartial:
+    """One block's partial sums over the memory-mapped operand (see `write_operand`).
+
+    Every block of a fan-out must be computed from the same operand file with the same
+    `threads`: then the bits depend on the block alone, not on who computed it."""
+    if not isinstance(operand, np.memmap):
+        raise ValueError("a fan-out block reads its operand memory-mapped (np.load(mmap_mode='r'))")
+    lo, hi = plan.blocks[block]
+    sums = lowpass_sums(
+        operand,
+        values,
+        deltas,
+        block_size=plan.block_size,
+        dtype=operand.dtype.type,
+        threads=threads,
+        strips=range(lo, hi),
+        on_progress=on_progress,
+    )
+    first = plan.first_row(block)
+    stacked = np.concatenate([sums.values[:, first:], sums.weights[:, first:, None]], axis=2)
+    return BlockPartial(first_row=first, sums=np.ascontiguousarray(stacked))
+
+
+def reduce_partials(partials: Iterable[BlockPartial], n: int) -> LowpassSums:
+    """The whole off-diagonal sums from every block's partial, added in the order given.
+
+    Rows a block cannot touch are exactly zero in it, so adding only its own rows changes no
+    bit; callers pass the partials in block order, whoever computed them."""
+    total: np.ndarray | None = None
+    for part in partials:
+        if total is None:
+            total = np.zeros((part.sums.shape[0], n, part.sums.shape[2]))
+        total[:, part.first_row :] += part.sums
+    if total is None:
+        raise ValueError("no block partials to reduce")
+    return LowpassSums(values=total[:, :, :-1], weights=total[:, :, -1])
 
 
 def reduce_blocks(partials: Iterable[np.ndarray], targets: np.ndarray) -> list[float]:

@@ -24,6 +24,8 @@ from dfp_engine.row_sampling import FeatureScaling, sampled_lfr
 if TYPE_CHECKING:
     import torch
 
+    from dfp_engine.fanout import ExactSums
+
 # numpy arrays, torch tensors (on any device) or nested sequences
 ArrayLike = Any
 DTYPES: dict[str, type[np.floating[Any]]] = {"float32": np.float32, "float64": np.float64}
@@ -205,6 +207,7 @@ def analyze_frequency(
     on_progress: Callable[[float], None] | None = None,
     ci: float | None = None,
     seed: int = 0,
+    exact_sums: ExactSums | None = None,
 ) -> FrequencyResult:
     """LFR(δ), RDF over 1/δ and its peak and mean for the function {(features_i, labels_i)}.
 
@@ -219,6 +222,8 @@ def analyze_frequency(
     With `ci` = W, LFR is estimated from sampled rows (seeded by `seed`) until its 95 %
     half-width is at most W at every δ (dfp_engine.row_sampling; docs/method.md §2a); when that
     needs half the rows or more, the exact result is computed instead.
+    `exact_sums` replaces `lowpass_sums` (same arguments) for the exact pass: a service fans it
+    out over its workers that way (dfp_engine.fanout).
     """
     start = time.perf_counter()
     if normalization not in NORMALIZATION_MODES:
@@ -296,7 +301,7 @@ def analyze_frequency(
         # directly avoids subtracting two nearly equal filtered functions.
         values = np.concatenate([y, y - p], axis=1)
 
-    sums = lowpass_sums(
+    sums = (exact_sums or lowpass_sums)(
         zn,
         values,
         grid,

@@ -21,7 +21,9 @@ import numpy as np
 import torch
 
 from dfp_engine.capture import capture_representations
+from dfp_engine.captured import AnalysisCancelledError
 from dfp_engine.datasets import Dataset, load_dataset
+from dfp_engine.fanout import ExactSums
 from dfp_engine.frequency import analyze_frequency
 from dfp_engine.models import Network, build_model
 from dfp_engine.results import (
@@ -121,8 +123,10 @@ class _Run:
         index: int,
         on_progress: ProgressCallback | None,
         on_checkpoint: CheckpointCallback | None,
+        exact_sums: ExactSums | None = None,
     ) -> None:
         self.spec, self.run, self.index = spec, run, index
+        self.exact_sums = exact_sums
         self.n_runs = len(spec.run_values())
         self.on_progress, self.on_checkpoint = on_progress, on_checkpoint
         self.history: list[HistoryPoint] = []
@@ -163,6 +167,7 @@ def _analyse(
     layers: list[str],
     data: Dataset,
     device: torch.device,
+    exact_sums: ExactSums | None = None,
 ) -> list[LayerAnalysis]:
     """Frequency content of each layer's effective target {(h_l(x_i), y_i)} with TRUE labels."""
     spec = run.analysis
@@ -191,6 +196,7 @@ def _analyse(
             threads=1 if device.type == "cpu" and work < SMALL_ANALYSIS_WORK else None,
             n_classes=data.n_classes,
             ci=spec.ci,
+            exact_sums=exact_sums,
             **grid_arguments(spec),
         )
         out.append(LayerAnalysis.from_frequency(name, result))
@@ -244,14 +250,18 @@ def run_one(
     on_progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
     on_checkpoint: CheckpointCallback | None = None,
+    exact_sums: ExactSums | None = None,
 ) -> RunResult:
-    """Train and analyse run `index` (sweep value `spec.run_values()[index]`)."""
+    """Train and analyse run `index` (sweep value `spec.run_values()[index]`).
+
+    `exact_sums` computes each checkpoint's exact low-pass sums instead of `lowpass_sums`
+    (a service fans them out over its workers; dfp_engine.fanout)."""
     values = spec.run_values()
     if not 0 <= index < len(values):
         raise ValueError(f"run index {index} is out of range: the spec has {len(values)} run(s)")
     started = time.perf_counter()
     run = spec.run_specs[index]
-    state = _Run(spec, run, index, on_progress, on_checkpoint)
+    state = _Run(spec, run, index, on_progress, on_checkpoint, exact_sums)
     cancelled = should_cancel if should_cancel is not None else lambda: False
     if cancelled():
         return _finish(state, Status.CANCELLED, _cancel_error(state, 0), started, base={})
@@ -296,14 +306,16 @@ def _train(
     schedule = set(checkpoint_epochs(run.analysis, epochs))
     every = run.training.history_every or max(1, math.ceil(epochs / HISTORY_POINTS))
 
-    def analyse(epoch: int) -> ErrorInfo | None:
+    def analyse(epoch: int) -> tuple[Status, ErrorInfo] | None:
         t0 = time.perf_counter()
         try:
-            layer_results = _analyse(run, model, x_a, y_a, layers, data, device)
+            layer_results = _analyse(run, model, x_a, y_a, layers, data, device, state.exact_sums)
             if run.analysis.fourier:
                 state.fourier.append(_fourier(run, model, data, device, epoch))
         except _DivergedError as exc:
-            return ErrorInfo(code="diverged", message=f"at epoch {epoch}: {exc}")
+            return Status.FAILED, ErrorInfo(code="diverged", message=f"at epoch {epoch}: {exc}")
+        except AnalysisCancelledError:  # raised by a fanned-out analysis that saw the cancel
+            return Status.CANCELLED, _cancel_error(state, epoch)
         finally:
             state.analysis_seconds += time.perf_counter() - t0
         checkpoint = Checkpoint(epoch=epoch, step=trainer.step, layers=layer_results)
@@ -335,8 +347,8 @@ def _train(
     log(0, initial_loss, initial_accuracy)
     state.reached_target(initial_loss, 0, 0)
     state.progress(0, 0, initial_loss, f"{state.label}: analysing epoch 0")
-    if (error := analyse(0)) is not None:
-        return Status.FAILED, error
+    if (outcome := analyse(0)) is not None:
+        return outcome
 
     stop: StopReason | None = None
     if run.training.stop_at_target and state.steps_to_target is not None:
@@ -377,16 +389,16 @@ def _train(
             state.progress(
                 epoch, trainer.step, stats.loss, f"{state.label}: analysing epoch {epoch}"
             )
-            if (error := analyse(epoch)) is not None:
-                return Status.FAILED, error
+            if (outcome := analyse(epoch)) is not None:
+                return outcome
         state.progress(epoch, trainer.step, stats.loss, f"{state.label}: epoch {epoch}/{epochs}")
     if stop == "cancelled":
         return Status.CANCELLED, _cancel_error(state, epoch)
     # A run that ended early (target reached, step limit) is recorded in the state it ended in.
     if state.history[-1].epoch != epoch:
         log(epoch, *current)
-    if state.checkpoints[-1].epoch != epoch and (error := analyse(epoch)) is not None:
-        return Status.FAILED, error
+    if state.checkpoints[-1].epoch != epoch and (outcome := analyse(epoch)) is not None:
+        return outcome
     state.stop_reason = stop or "epochs"
     return Status.SUCCEEDED, None
 

@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 
 from dfp_engine import analyze_frequency
-from dfp_engine.fanout import block_sums, plan_blocks, reduce_blocks
+from dfp_engine.fanout import (
+    block_partial,
+    block_sums,
+    plan_blocks,
+    reduce_blocks,
+    reduce_partials,
+    write_operand,
+)
 from dfp_engine.frequency import as_targets
+from dfp_engine.lowpass import LowpassSums, lowpass_sums
 
 DELTAS = [0.5, 0.15, 0.05, 0.02]  # by 1/δ ascending
 
@@ -65,3 +73,44 @@ def test_bad_plans_are_refused() -> None:
         plan_blocks(100, 4, 0)
     with pytest.raises(ValueError, match="no block partials"):
         reduce_blocks([], np.ones((3, 1)))
+
+
+def test_the_exact_sums_hook_fanned_out_over_an_operand_gives_the_exact_result(
+    tmp_path: Path,
+) -> None:
+    """What a service does through analyze_frequency(exact_sums=): the operand written once,
+    blocks computed from it memory-mapped (here in reverse order), reduced in block order.
+    Trimming each partial to the rows it can touch changes no bit."""
+    x, labels = data(n=1200)
+    calls: list[int] = []
+
+    def fanned(z: np.ndarray, values: np.ndarray, deltas: list[float], **kw: object) -> LowpassSums:
+        write_operand(z, kw.get("scale"), tmp_path / "z.npy", kw.get("dtype", np.float32))  # type: ignore[arg-type]
+        operand = np.load(tmp_path / "z.npy", mmap_mode="r")
+        plan = plan_blocks(len(z), len(deltas), 5, block_size=64)
+        parts = {b: block_partial(operand, values, deltas, plan, b) for b in reversed(range(5))}
+        calls.append(len(parts))
+        assert [parts[b].first_row for b in range(5)] == [plan.first_row(b) for b in range(5)]
+        assert parts[4].sums.shape[1] < len(z)  # later blocks store fewer rows
+        return reduce_partials((parts[b] for b in range(5)), len(z))
+
+    for normalization in ("max_abs_per_dim", "standardize_per_dim"):
+        exact = analyze_frequency(x, labels, deltas=DELTAS, normalization=normalization)
+        fanned_out = analyze_frequency(
+            x, labels, deltas=DELTAS, normalization=normalization, exact_sums=fanned
+        )
+        np.testing.assert_allclose(fanned_out.lfr, exact.lfr, rtol=0, atol=1e-7)
+        assert fanned_out.lfr != analyze_frequency(x[::-1], labels, deltas=DELTAS).lfr
+    assert calls == [5, 5]
+    # a block's sums are exactly zero above its first row, so trimming them loses nothing
+    operand = np.load(tmp_path / "z.npy", mmap_mode="r")
+    values = as_targets(labels)
+    plan = plan_blocks(len(x), len(DELTAS), 3, block_size=64)
+    for b, (lo, hi) in enumerate(plan.blocks):
+        full = lowpass_sums(operand, values, DELTAS, block_size=64, threads=1, strips=range(lo, hi))
+        first = plan.first_row(b)
+        assert not full.weights[:, :first].any() and full.weights[:, first:].any()
+        part = block_partial(operand, values, DELTAS, plan, b)
+        assert np.array_equal(part.sums[:, :, -1], full.weights[:, first:])
+    with pytest.raises(ValueError, match="memory-mapped"):
+        block_partial(np.asarray(operand), values, DELTAS, plan, 0)

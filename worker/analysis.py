@@ -23,6 +23,7 @@ from dfp_engine.captured import AnalysisCancelledError, analyze_arrays
 from dfp_engine.results import Checkpoint, ErrorInfo, LayerAnalysis, RunResult
 from worker.context import WorkerContext
 from worker.execution import SHUTDOWN, RunMonitor, _failed, _store, release
+from worker.fanout import FanOut, FanoutFailedError
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ def _analyse(
                 on_progress=progress,
                 should_cancel=monitor.should_cancel,
                 ci=request.ci,
+                exact_sums=FanOut(ctx, lease, monitor.should_cancel),
             )
             for layer in layers:
                 done.append(layer)
@@ -111,6 +113,8 @@ def _analyse(
         reason = {"shutdown": "its worker shut down"}.get(monitor.stop_reason or "")
         message = reason or f"cancelled after {len(done)} of {len(request.features)} layers"
         return outcome("cancelled", ErrorInfo(code="cancelled", message=message))
+    except FanoutFailedError as exc:
+        return outcome("failed", ErrorInfo(code="fanout_failed", message=str(exc)))
     except (ValueError, KeyError) as exc:
         return outcome("failed", ErrorInfo(code="invalid_spec", message=str(exc)))
     except SoftTimeLimitExceeded:

@@ -16,8 +16,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
@@ -35,11 +34,10 @@ from dfp_engine.spec import ExperimentSpec
 from dfp_engine.training import resolve_device
 from worker import shutdown
 from worker.context import WorkerContext, holder_alive
+from worker.fanout import FanOut, FanoutFailedError
+from worker.retry import retrying
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-# Seconds between attempts of a claim or a final write while the database is unreachable.
-RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 # Why a run stopped before the engine's end (RunMonitor.stop_reason).
 CANCELLED = "cancelled"  # its job was cancelled
@@ -214,9 +212,12 @@ def _run(ctx: WorkerContext, lease: Lease, spec: ExperimentSpec) -> tuple[RunRes
                     on_progress=lambda p: monitor.report(_progress(p)),
                     should_cancel=monitor.should_cancel,
                     on_checkpoint=lambda _index, c: monitor.store_checkpoint(c),
+                    exact_sums=FanOut(ctx, lease, monitor.should_cancel),
                 )
         except DatasetMissingError as exc:  # where the API could not look (another host)
             result = _failed(lease, "dataset_missing", str(exc))
+        except FanoutFailedError as exc:
+            result = _failed(lease, "fanout_failed", str(exc))
         except ValueError as exc:  # the engine's word for bad specs and unreadable data
             result = _failed(lease, "invalid_spec", str(exc))
         except SoftTimeLimitExceeded:
@@ -300,19 +301,6 @@ def release(ctx: WorkerContext, lease: Lease, reason: str) -> None:
         log.exception("run %s: could not hand it back; the reconciler will", lease.run_id)
         return
     log.info("run %s: attempt %s handed back (%s)", lease.run_id, lease.attempt, reason)
-
-
-def retrying(write: Callable[[], T], *, what: str, delays: tuple[float, ...] = RETRY_DELAYS) -> T:
-    """A claim or final write survives a short database outage; the work it records took long."""
-    for delay in delays:
-        try:
-            return write()
-        except SQLAlchemyError as exc:
-            if not is_transient(exc):
-                raise
-            log.warning("%s: database unavailable (%s); retrying in %s s", what, exc, delay)
-            time.sleep(delay)
-    return write()
 
 
 def _reason(exc: SQLAlchemyError) -> str:

@@ -6,7 +6,8 @@ import logging
 
 from worker.analysis import execute_analysis
 from worker.context import WorkerContext
-from worker.execution import claim, execute_experiment_run, release, retrying
+from worker.execution import claim, execute_experiment_run, release
+from worker.retry import retrying
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ this package, or the names below, does not import Celery.
 from dfp.queues.names import (
     CPU_QUEUE,
     DELIVER_WEBHOOK,
+    EXECUTE_BLOCK,
     EXECUTE_RUN,
     GPU_QUEUE,
     WEBHOOK_QUEUE,
@@ -16,6 +17,7 @@ from dfp.queues.names import (
 __all__ = [
     "CPU_QUEUE",
     "DELIVER_WEBHOOK",
+    "EXECUTE_BLOCK",
     "EXECUTE_RUN",
     "GPU_QUEUE",
     "WEBHOOK_QUEUE",

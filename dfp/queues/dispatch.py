@@ -7,7 +7,7 @@ import uuid
 from celery import Celery
 from kombu.exceptions import ChannelError
 
-from dfp.queues.names import DELIVER_WEBHOOK, EXECUTE_RUN, WEBHOOK_QUEUE
+from dfp.queues.names import DELIVER_WEBHOOK, EXECUTE_BLOCK, EXECUTE_RUN, WEBHOOK_QUEUE
 
 
 class CeleryDispatcher:
@@ -18,6 +18,10 @@ class CeleryDispatcher:
 
     def send_run(self, run_id: int, queue: str) -> None:
         self.app.send_task(EXECUTE_RUN, args=[run_id], queue=queue, routing_key=queue)
+
+    def send_block(self, block_id: int, queue: str) -> None:
+        """One row block of a fanned-out analysis, for any worker of the run's queue."""
+        self.app.send_task(EXECUTE_BLOCK, args=[block_id], queue=queue, routing_key=queue)
 
     def send_webhook(self, delivery_id: uuid.UUID) -> None:
         """One attempt at a webhook delivery, on the webhook workers' own queue."""

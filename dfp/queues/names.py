@@ -6,4 +6,6 @@ GPU_QUEUE = "gpu"
 WEBHOOK_QUEUE = "webhooks"
 
 EXECUTE_RUN = "dfp.execute_run"
+# One row block of a fanned-out exact analysis (dfp.fanout), on its run's queue.
+EXECUTE_BLOCK = "dfp.execute_block"
 DELIVER_WEBHOOK = "dfp.deliver_webhook"

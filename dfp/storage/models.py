@@ -267,3 +267,64 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+
+
+class AnalysisFanout(Base):
+    """One exact analysis of one run's attempt, split into row blocks that any worker computes
+    (dfp.fanout). Its operand (the normalised representation and the target values) and the
+    blocks' partial sums live in the fan-out store; the rows stay as the record of who computed
+    what once those bytes are removed."""
+
+    __tablename__ = "analysis_fanouts"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    # The run's attempt that made it: blocks are worth computing only while it still holds.
+    run_attempt: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(200))
+    n: Mapped[int] = mapped_column(Integer)
+    # What every block computes with, so any worker's block is the same bits (dfp.fanout).
+    plan: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    blocks: Mapped[list[AnalysisBlock]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="AnalysisBlock.block"
+    )
+
+
+class AnalysisBlock(Base):
+    """One row block of a fan-out: claimed, heartbeated and finished like a run."""
+
+    __tablename__ = "analysis_blocks"
+    __table_args__ = (
+        UniqueConstraint("fanout_id", "block"),
+        CheckConstraint(_STATUS_CHECK, name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fanout_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("analysis_fanouts.id", ondelete="CASCADE")
+    )
+    block: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=Status.QUEUED.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    heartbeat_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+
+class FanoutChunk(Base):
+    """1 MiB of one part of a fan-out (operand or a block's partial sums), in order
+    (the PostgreSQL fan-out store)."""
+
+    __tablename__ = "fanout_chunks"
+
+    fanout_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("analysis_fanouts.id", ondelete="CASCADE"), primary_key=True
+    )
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

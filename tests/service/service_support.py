@@ -35,6 +35,9 @@ from dfp_engine.results import Checkpoint, HistoryPoint, LayerAnalysis, RunResul
 REPO = Path(__file__).resolve().parents[2]
 TABLES = (
     "webhook_deliveries",
+    "fanout_chunks",
+    "analysis_blocks",
+    "analysis_fanouts",
     "layer_curves",
     "checkpoints",
     "runs",
