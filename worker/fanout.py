@@ -91,7 +91,7 @@ class FanOut:
         label = f"run {lease.run_id} attempt {lease.attempt}: exact analysis {self.count}"
         with ctx.db.unit_of_work() as uow:
             # Fan-outs of earlier attempts are over: their bytes go now.
-            earlier = lifecycle.fanouts_of_run(uow.session, lease.run_id)
+            earlier = lifecycle.earlier_fanouts(uow.session, lease)
             for old in earlier:
                 store.remove(uow, old)
             lifecycle.delete_fanouts(uow.session, earlier)
@@ -187,8 +187,8 @@ class FanOut:
     def _stored(self, operand: Operand, block: int) -> BlockPartial:
         store = part_store(self.ctx.db, self.ctx.settings)
         with (
-            self.ctx.db.reading() as session,
-            store.local_copy(session, operand.fanout_id, block) as path,
+            self.ctx.db.unit_of_work() as uow,
+            store.local_copy(uow.session, operand.fanout_id, block) as path,
         ):
             sums = np.load(path)
         return BlockPartial(first_row=operand.plan.first_row(block), sums=sums)

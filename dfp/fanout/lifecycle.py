@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from dfp.experiments.lifecycle import HolderCheck, Lease
@@ -80,8 +80,12 @@ def create(
     return fanout.id, [row.id for row in rows]
 
 
-def fanouts_of_run(session: Session, run_id: int) -> list[uuid.UUID]:
-    return list(session.scalars(select(AnalysisFanout.id).where(AnalysisFanout.run_id == run_id)))
+def earlier_fanouts(session: Session, lease: Lease) -> list[uuid.UUID]:
+    """Fan-outs of the leased run's earlier attempts (over, whatever state they were left in)."""
+    query = select(AnalysisFanout.id).where(
+        AnalysisFanout.run_id == lease.run_id, AnalysisFanout.run_attempt < lease.attempt
+    )
+    return list(session.scalars(query))
 
 
 def delete_fanouts(session: Session, ids: Sequence[uuid.UUID]) -> None:
@@ -91,13 +95,6 @@ def delete_fanouts(session: Session, ids: Sequence[uuid.UUID]) -> None:
 
 def plan_of(session: Session, fanout_id: uuid.UUID) -> dict[str, Any] | None:
     return session.scalar(select(AnalysisFanout.plan).where(AnalysisFanout.id == fanout_id))
-
-
-def _run_holds(fanout: Any = AnalysisFanout) -> Any:
-    """SQL condition: the run attempt that made the fan-out is still running."""
-    return exists().where(
-        Run.id == fanout.run_id, Run.attempts == fanout.run_attempt, Run.status == "running"
-    )
 
 
 def claim_block(
@@ -117,30 +114,38 @@ def claim_block(
         .join(AnalysisFanout, AnalysisFanout.id == AnalysisBlock.fanout_id)
         .join(Run, Run.id == AnalysisFanout.run_id)
         .join(Job, Job.id == Run.job_id)
-        .where(AnalysisBlock.id == block_id, _run_holds())
+        .where(
+            AnalysisBlock.id == block_id,
+            # the run attempt that made the fan-out still holds its lease
+            Run.attempts == AnalysisFanout.run_attempt,
+            Run.status == "running",
+        )
     ).one_or_none()
     if row is None:
         return None
     block, fanout, job_id, cancel = row
+    # Plain values: the UPDATE below refreshes the loaded objects.
+    seen, index, holder = block.attempts, block.block, block.worker
+    run_id, run_attempt = fanout.run_id, fanout.run_attempt
     if block.status not in UNFINISHED or cancel:
         return None
     now = utcnow()
     stale = now - timedelta(seconds=settings.heartbeat_timeout)
-    lost = _lost(block.worker, stale, holder_alive)
+    lost = _lost(holder, stale, holder_alive)
     claimable = or_(
         AnalysisBlock.status == Status.QUEUED.value,
         and_(AnalysisBlock.status == Status.RUNNING.value, lost),
     )
-    base = (AnalysisBlock.id == block_id, AnalysisBlock.attempts == block.attempts, claimable)
-    if block.attempts >= settings.max_attempts:
-        _end(session, base, Status.FAILED, _gave_up(block.block, block.attempts), now)
+    base = (AnalysisBlock.id == block_id, AnalysisBlock.attempts == seen, claimable)
+    if seen >= settings.max_attempts:
+        _end(session, base, Status.FAILED, _gave_up(index, seen), now)
         return None
     claimed = session.execute(
         update(AnalysisBlock)
         .where(*base)
         .values(
             status=Status.RUNNING.value,
-            attempts=block.attempts + 1,
+            attempts=seen + 1,
             worker=worker[:255],
             started_at=now,
             heartbeat_at=now,
@@ -152,10 +157,10 @@ def claim_block(
     return BlockLease(
         block_id=block_id,
         fanout_id=fanout.id,
-        block=block.block,
-        attempt=block.attempts + 1,
-        run_id=fanout.run_id,
-        run_attempt=fanout.run_attempt,
+        block=index,
+        attempt=seen + 1,
+        run_id=run_id,
+        run_attempt=run_attempt,
         job_id=job_id,
     )
 
