@@ -135,12 +135,11 @@ def block_partial(
     threads: int = 1,
     on_progress: Callable[[float], None] | None = None,
 ) -> BlockPartial:
-    """One block's partial sums over the memory-mapped operand (see `write_operand`).
+    """One block's partial sums over the operand (see `write_operand`), loaded or mapped.
 
-    Every block of a fan-out must be computed from the same operand file with the same
-    `threads`: then the bits depend on the block alone, not on who computed it."""
-    if not isinstance(operand, np.memmap):
-        raise ValueError("a fan-out block reads its operand memory-mapped (np.load(mmap_mode='r'))")
+    Every block of a fan-out must be computed from the same operand read the same way (all
+    loaded, or all memory-mapped and so streamed) with the same `threads`: then the bits depend
+    on the block alone, not on who computed it."""
     lo, hi = plan.blocks[block]
     sums = lowpass_sums(
         operand,

@@ -86,7 +86,8 @@ class FanOut:
         z_path, values_path = folder / "z.npy", folder / "values.npy"
         write_operand(z, options.get("scale"), z_path, options.get("dtype", np.float32))
         np.save(values_path, np.ascontiguousarray(values, dtype=np.float64))
-        record = plan_record(plan, deltas, ctx.settings.fanout_threads)
+        operand_bytes = z_path.stat().st_size
+        record = plan_record(plan, deltas, ctx.settings.fanout_threads, operand_bytes)
         store = part_store(ctx.db, ctx.settings)
         label = f"run {lease.run_id} attempt {lease.attempt}: exact analysis {self.count}"
         with ctx.db.unit_of_work() as uow:

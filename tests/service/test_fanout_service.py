@@ -79,7 +79,7 @@ def one_process_fanout(
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "z.npy"
         write_operand(z, kw.get("scale"), path, kw.get("dtype", np.float32))
-        operand = np.load(path, mmap_mode="r")
+        operand = np.load(path)  # loaded, as the workers load an operand this small
         stored = np.load(_saved(values, Path(folder)))
         plan = plan_blocks(len(z), len(deltas), BLOCKS, kw.get("block_size"))
         parts = {
