@@ -9,6 +9,19 @@ computed what and when. Prints the wall time from submission to the stored resul
 the blocks' compute times, and the ratio to the bound of benchmarks/frequency_bench.py
 (the unavoidable work at this machine's measured GEMM, exp and product rates, on all cores).
 
+Then it measures the rates a larger cluster would pay for (the fan-out store's write and read
+rates on this PostgreSQL, float64 additions of partials, a broker round trip) and prints the
+cost model for W workers and B = 2W blocks, from these and the measured compute rate per worker:
+
+    T(W) = publish (dataset read + operand written, by the run's worker)
+         + (W - 1) operand reads (every other worker fetches it; the database serves them)
+         + n²/2 pairs / (W · pairs/s per worker)
+         + W partials written at the end of the last round (the database takes them in turn)
+         + B partials read and added by the run's worker (the serial reduce)
+         + B broker round trips
+    with a partial of about (2/3) n |δ| (k + 1) float64 on average (its rows at or after its
+    first row; k = 10 classes).
+
 Needs PostgreSQL and Redis (scripts/ensure-services.sh). Usage:
     python benchmarks/fanout_service_bench.py --n 200000 --d 512 --workers 2 --blocks 4
 """
@@ -69,6 +82,8 @@ def settings_for(url: str, data_dir: Path, blocks: int) -> dict[str, str]:
         "DFP_DATA_DIR": str(data_dir),
         "DFP_FANOUT_MIN_ROWS": "2",
         "DFP_FANOUT_BLOCKS": str(blocks),
+        # one thread per worker process: W processes share the machine's cores
+        "DFP_FANOUT_THREADS": "1",
         "DFP_MAX_SAMPLES": str(10**7),
         "DFP_MAX_DATASET_ARRAY_BYTES": str(2**40),
         "DFP_HEARTBEAT_TIMEOUT": "3600",
@@ -82,7 +97,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--no-bound", action="store_true", help="skip measuring the bound")
+    parser.add_argument(
+        "--model-from",
+        type=Path,
+        help="only the rates and the cost model, for the JSON a finished run printed",
+    )
     args = parser.parse_args()
+    if args.model_from is not None:
+        measured = json.loads(args.model_from.read_text())
+        args.n, args.d = measured["n"], measured["d"]
+        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DATABASE}"
+        settings = Settings(database_url=url, broker_url=REDIS)
+        model(Database.from_settings(settings), settings, measured, args)
+        return
 
     limits = None if args.no_bound else measure_limits()
     redis.Redis.from_url(REDIS).flushdb()
@@ -143,7 +170,8 @@ def main() -> None:
             if status in ("succeeded", "failed", "cancelled"):
                 break
         wall = time.perf_counter() - started
-        report(db, job_id, wall, args, limits)
+        measured = report(db, job_id, wall, args, limits)
+        model(db, settings, measured, args)
     finally:
         for worker in workers:
             worker.terminate()
@@ -194,7 +222,70 @@ def report(
             bound = limits.lower_bound(args.n, args.d, DELTAS)  # type: ignore[attr-defined]
             out["bound_s"] = round(bound, 1)
             out["wall_over_bound"] = round(wall / bound, 3)
+    out["fanout_id"] = str(fanout.id)
+    pairs = args.n * args.n / 2
+    out["pairs_per_s_per_worker"] = round(pairs / sum(compute))
+    out["publish_s"] = out["before_blocks_s"]
     print(json.dumps(out, indent=2))
+    return out
+
+
+def model(
+    db: Database, settings: Settings, measured: dict[str, object], args: argparse.Namespace
+) -> None:
+    """The rates the cost model needs, measured here, and T(W) for larger clusters."""
+    import uuid
+
+    from dfp.fanout.store import ChunkedPartStore
+
+    size = 256 * 2**20
+    folder = Path(tempfile.mkdtemp(prefix="dfp-rates-"))
+    blob = folder / "part.npy"
+    np.save(blob, np.random.default_rng(1).random(size // 8))
+    store = ChunkedPartStore()
+    fanout_id = uuid.UUID(str(measured["fanout_id"]))
+    start = time.perf_counter()
+    with db.unit_of_work() as uow:
+        store.write(uow, fanout_id, 10**6, blob)
+    write_rate = size / (time.perf_counter() - start)
+    start = time.perf_counter()
+    with db.unit_of_work() as uow, store.local_copy(uow.session, fanout_id, 10**6) as path:
+        part = np.load(path)
+    read_rate = size / (time.perf_counter() - start)
+    total = np.zeros_like(part)
+    start = time.perf_counter()
+    for _ in range(4):
+        total += part
+    add_rate = 4 * size / (time.perf_counter() - start)
+    client = redis.Redis.from_url(REDIS)
+    start = time.perf_counter()
+    for _ in range(200):
+        client.lpush("dfp-bench-rt", b"x" * 512)
+        client.brpop(["dfp-bench-rt"], timeout=1)
+    broker = (time.perf_counter() - start) / 200
+    rate = float(measured["pairs_per_s_per_worker"])  # type: ignore[arg-type]
+    print(
+        f"rates: store write {write_rate / 1e6:.0f} MB/s, read {read_rate / 1e6:.0f} MB/s, "
+        f"add {add_rate / 1e9:.2f} GB/s, broker round trip {broker * 1e3:.2f} ms, "
+        f"{rate / 1e6:.2f} M pairs/s per worker"
+    )
+    columns = "n | W | blocks | compute s | publish + fetch s | partials written s | reduce s"
+    print(f"| {columns} | total s | efficiency |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n in (args.n, 1_000_000):
+        operand = n * args.d * 4
+        partial = (2 / 3) * n * DELTAS * (CLASSES + 1) * 8
+        for w in (2, 16, 64):
+            blocks = 2 * w
+            compute = n * n / 2 / (rate * w)
+            publish = w * operand / read_rate + operand / write_rate
+            written = w * partial / write_rate
+            reduce = blocks * partial / read_rate + blocks * partial / add_rate + blocks * broker
+            total_s = compute + publish + written + reduce
+            print(
+                f"| {n:,} | {w} | {blocks} | {compute:,.0f} | {publish:,.1f} | {written:,.1f} | "
+                f"{reduce:,.1f} | {total_s:,.0f} | {compute / total_s:.2f} |"
+            )
 
 
 if __name__ == "__main__":

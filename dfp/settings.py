@@ -122,8 +122,12 @@ class Settings(BaseSettings):
         50_000, ge=2, description="Rows from which an exact CPU analysis is fanned out."
     )
     fanout_blocks: int = Field(8, ge=1, le=4096, description="Row blocks of a fanned-out analysis.")
+    # Recorded in each fan-out, so every worker computes its blocks alike (the same bits).
     fanout_threads: int = Field(
-        1, ge=1, le=256, description="Threads each worker computes a fan-out block with."
+        0,
+        ge=0,
+        le=256,
+        description="Threads per fan-out block (0: the cores of the worker that fans out).",
     )
 
     # Verdicts (docs/method.md, "Verdicts"): what counts as one of the paper's claims holding.

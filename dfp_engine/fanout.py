@@ -1,14 +1,12 @@
 """The exact analysis split into row blocks that separate processes compute, reduced exactly.
 
-(docs/method.md, "The exact analysis across workers".)
-
-The upper triangle of tiles is cut into contiguous ranges of row strips with about equal numbers
-of tiles (`plan_blocks`). Each block's float64 partial sums (`block_sums`: the off-diagonal
-kernel sums its tiles add, to its own rows and, mirrored, to the rows of its columns) depend only
-on the block, never on which process computed it or when. `reduce_blocks` adds the partials in
-block order and forms LFR, so the result is bit-for-bit the same however the blocks were spread
-over workers. Every block reads the whole representation (z and the targets) from shared
-storage; its output is (|δ|, n, c + 1) float64.
+(docs/method.md §2b.) The upper triangle of tiles is cut into contiguous ranges of row strips
+with about equal numbers of tiles (`plan_blocks`). Every block reads one operand, the normalised
+features written once by `write_operand`; a block's float64 partial sums (`block_partial`: the
+off-diagonal kernel sums its tiles add to its own rows and, mirrored, to the rows of its
+columns, all at or after its first row) depend only on the block, the operand and the thread
+count, never on which process computed it or when. `reduce_partials` adds them in block order,
+so the result is bit-for-bit the same however the blocks were spread over workers.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from dfp_engine.lowpass import LowpassSums, default_block_size, lowpass_sums
-from dfp_engine.normalization import column_divisors, column_statistics
 
 # What `analyze_frequency(exact_sums=...)` calls instead of `lowpass_sums`, with the same
 # arguments: a service hands the exact sums to its workers this way (dfp.fanout).
@@ -76,39 +73,6 @@ def plan_blocks(n: int, n_deltas: int, parts: int, block_size: int | None = None
             blocks.append((start, s + 1))
             start = s + 1
     return BlockPlan(n=n, block_size=b, blocks=blocks)
-
-
-def block_sums(
-    z: np.ndarray,
-    targets: np.ndarray,
-    deltas: Sequence[float],
-    plan: BlockPlan,
-    block: int,
-    *,
-    normalization: str = "max_abs_per_dim",
-    dtype: type[np.floating[Any]] = np.float32,
-    threads: int | None = 1,
-) -> np.ndarray:
-    """One block's partial off-diagonal sums [S | O]: (|δ|, n, c + 1) float64.
-
-    `targets` is the (n, c) float64 matrix (one-hot for classes). A memory-mapped z is streamed.
-    """
-    stats = column_statistics(z)
-    if not stats.finite:
-        raise ValueError("features contain NaN or inf")
-    lo, hi = plan.blocks[block]
-    sums = lowpass_sums(
-        z,
-        targets,
-        deltas,
-        block_size=plan.block_size,
-        dtype=dtype,
-        threads=threads,
-        scale=1.0 / column_divisors(stats, normalization),
-        strips=range(lo, hi),
-    )
-    out: np.ndarray = np.concatenate([sums.values, sums.weights[:, :, None]], axis=2)
-    return out
 
 
 def write_operand(z: np.ndarray, scale: np.ndarray | None, path: Path, dtype: Any) -> None:
@@ -169,16 +133,3 @@ def reduce_partials(partials: Iterable[BlockPartial], n: int) -> LowpassSums:
     if total is None:
         raise ValueError("no block partials to reduce")
     return LowpassSums(values=total[:, :, :-1], weights=total[:, :, -1])
-
-
-def reduce_blocks(partials: Iterable[np.ndarray], targets: np.ndarray) -> list[float]:
-    """LFR per δ from every block's partial sums, added in block order (float64)."""
-    total: np.ndarray | None = None
-    for part in partials:
-        total = part.copy() if total is None else total + part
-    if total is None:
-        raise ValueError("no block partials to reduce")
-    c = targets.shape[1]
-    low = (targets[None] + total[:, :, :c]) / (1.0 + total[:, :, c])[:, :, None]  # (|δ|, n, c)
-    power = float((targets * targets).sum())
-    return [float(v) for v in (low**2).sum(axis=(1, 2)) / power]

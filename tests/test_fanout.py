@@ -10,10 +10,9 @@ import pytest
 
 from dfp_engine import analyze_frequency
 from dfp_engine.fanout import (
+    BlockPartial,
     block_partial,
-    block_sums,
     plan_blocks,
-    reduce_blocks,
     reduce_partials,
     write_operand,
 )
@@ -40,39 +39,40 @@ def test_blocks_partition_the_strips_with_even_work(parts: int) -> None:
     assert max(tiles) <= 1.25 * min(tiles)
 
 
-def _block(args: tuple[str, int, int]) -> np.ndarray:
+def _block(args: tuple[str, int, int]) -> tuple[int, np.ndarray]:
     path, parts, block = args
-    z = np.load(path, mmap_mode="r")
-    labels = np.load(path.replace("x.npy", "y.npy"))
-    plan = plan_blocks(z.shape[0], len(DELTAS), parts, block_size=64)
-    return block_sums(z, as_targets(labels), DELTAS, plan, block)
+    operand = np.load(path, mmap_mode="r")
+    labels = np.load(path.replace("z.npy", "y.npy"))
+    plan = plan_blocks(operand.shape[0], len(DELTAS), parts, block_size=64)
+    part = block_partial(operand, as_targets(labels), DELTAS, plan, block)
+    return part.first_row, part.sums
 
 
 def test_the_reduction_is_the_same_bits_however_blocks_are_spread(tmp_path: Path) -> None:
     x, labels = data()
-    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    write_operand(x.astype(np.float32), None, tmp_path / "z.npy", np.float32)
     np.save(tmp_path / "y.npy", labels)
-    y = as_targets(labels)
-    jobs = [(str(tmp_path / "x.npy"), 4, block) for block in range(4)]
+    jobs = [(str(tmp_path / "z.npy"), 4, block) for block in range(4)]
     # in this process in reverse order, and spread over two worker processes
     here = {job[2]: _block(job) for job in reversed(jobs)}
     with ProcessPoolExecutor(max_workers=2) as pool:
         spread = list(pool.map(_block, jobs[::-1]))[::-1]
-    one = reduce_blocks([here[b] for b in range(4)], y)
-    two = reduce_blocks(spread, y)
-    assert one == two  # bit for bit
-    exact = analyze_frequency(x.astype(np.float32), labels, deltas=DELTAS)
-    np.testing.assert_allclose(one, exact.lfr, rtol=0, atol=1e-7)
+    one = reduce_partials((BlockPartial(*here[b]) for b in range(4)), len(x))
+    two = reduce_partials((BlockPartial(*part) for part in spread), len(x))
+    assert np.array_equal(one.values, two.values) and np.array_equal(one.weights, two.weights)
+    exact = lowpass_sums(x.astype(np.float32), as_targets(labels), DELTAS, block_size=64)
+    np.testing.assert_allclose(one.weights, exact.weights, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(one.values, exact.values, rtol=1e-5, atol=1e-6)
     # a block alone is partial: its rows miss the other blocks' contributions
-    alone = reduce_blocks([here[0]], y)
-    assert max(abs(a - b) for a, b in zip(alone, exact.lfr, strict=True)) > 1e-3
+    alone = reduce_partials([BlockPartial(*here[0])], len(x))
+    assert np.abs(alone.weights - exact.weights).max() > 1e-3
 
 
 def test_bad_plans_are_refused() -> None:
     with pytest.raises(ValueError, match="parts must be positive"):
         plan_blocks(100, 4, 0)
     with pytest.raises(ValueError, match="no block partials"):
-        reduce_blocks([], np.ones((3, 1)))
+        reduce_partials([], 3)
 
 
 def test_the_exact_sums_hook_fanned_out_over_an_operand_gives_the_exact_result(

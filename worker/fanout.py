@@ -1,12 +1,13 @@
 """The run's side of a fan-out: an `ExactSums` for the engine that, for a large exact CPU
 analysis, writes the operand to the fan-out store, sends one task per row block, computes
 blocks itself while any are queued, re-queues blocks whose worker is lost, and reduces the
-partial sums in block order (dfp.fanout; docs/method.md, "The exact analysis across workers").
+partial sums in block order (dfp.fanout; docs/method.md §2b).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 import uuid
@@ -87,7 +88,8 @@ class FanOut:
         write_operand(z, options.get("scale"), z_path, options.get("dtype", np.float32))
         np.save(values_path, np.ascontiguousarray(values, dtype=np.float64))
         operand_bytes = z_path.stat().st_size
-        record = plan_record(plan, deltas, ctx.settings.fanout_threads, operand_bytes)
+        threads = ctx.settings.fanout_threads or len(os.sched_getaffinity(0))
+        record = plan_record(plan, deltas, threads, operand_bytes)
         store = part_store(ctx.db, ctx.settings)
         label = f"run {lease.run_id} attempt {lease.attempt}: exact analysis {self.count}"
         with ctx.db.unit_of_work() as uow:

@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ def workers(
         update={
             "fanout_min_rows": MIN_ROWS,
             "fanout_blocks": BLOCKS,
+            "fanout_threads": 1,  # two worker processes on this 2-core machine
             "heartbeat_seconds": 1.0,
             "progress_seconds": 0.3,
             "heartbeat_timeout": 60.0,  # a lost block must be found by its dead holder, at once
@@ -72,7 +74,12 @@ def arrays(n: int, d: int = 24, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def one_process_fanout(
-    z: np.ndarray, values: np.ndarray, deltas: list[float], **kw: Any
+    z: np.ndarray,
+    values: np.ndarray,
+    deltas: list[float],
+    blocks: int = BLOCKS,
+    threads: int = 1,
+    **kw: Any,
 ) -> LowpassSums:
     """What the workers compute, in this process alone: blocks in reverse order, reduced in
     block order from the same operand."""
@@ -81,11 +88,12 @@ def one_process_fanout(
         write_operand(z, kw.get("scale"), path, kw.get("dtype", np.float32))
         operand = np.load(path)  # loaded, as the workers load an operand this small
         stored = np.load(_saved(values, Path(folder)))
-        plan = plan_blocks(len(z), len(deltas), BLOCKS, kw.get("block_size"))
+        plan = plan_blocks(len(z), len(deltas), blocks, kw.get("block_size"))
         parts = {
-            b: block_partial(operand, stored, deltas, plan, b) for b in reversed(range(BLOCKS))
+            b: block_partial(operand, stored, deltas, plan, b, threads=threads)
+            for b in reversed(range(blocks))
         }
-        return reduce_partials((parts[b] for b in range(BLOCKS)), len(z))
+        return reduce_partials((parts[b] for b in range(blocks)), len(z))
 
 
 def _saved(values: np.ndarray, folder: Path) -> Path:
@@ -225,3 +233,43 @@ def test_an_experiments_checkpoints_fan_out_too(pg: Backend, alice: httpx.Client
     for checkpoint in checkpoints:
         for layer in checkpoint["layers"]:
             assert all(0.0 <= v <= 1.0 + 1e-9 for v in layer["lfr"])
+
+
+def test_embedded_mode_fans_out_through_the_data_directory(
+    sqlite_backend: Backend, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """SQLite and the file queue: the one worker computes every block itself, with as many
+    threads as it has cores, through parts stored as files; they are gone afterwards."""
+    sqlite_backend.clean()
+    settings = sqlite_backend.settings.model_copy(
+        update={
+            "fanout_min_rows": MIN_ROWS,
+            "fanout_blocks": 3,
+            "heartbeat_seconds": 1.0,
+            "heartbeat_timeout": 60.0,
+        }
+    )
+    log = tmp_path_factory.mktemp("fanout-embedded") / "worker.log"
+    process = start_worker(settings, log)
+    try:
+        wait_for(lambda: "ready." in log.read_text(), timeout=120, what="the worker")
+        with sqlite_backend.client(sqlite_backend.key("alice")) as client:
+            data = arrays(2000, seed=3)
+            job_id = submit(client, data)
+            done = wait_terminal(client, job_id, timeout=180)
+            assert done["status"] == "succeeded", done["error"]
+            blocks = blocks_of(sqlite_backend, job_id)
+            assert [b.status for b in blocks] == ["succeeded"] * 3
+            assert {b.worker for b in blocks} == {run_worker(sqlite_backend, job_id)}
+            threads = len(os.sched_getaffinity(0))
+            expected = analyze_frequency(
+                data["h"],
+                data["labels"],
+                deltas=DELTAS,
+                exact_sums=partial(one_process_fanout, blocks=3, threads=threads),
+            )
+            assert lfr_of(client, job_id) == expected.lfr
+        parts = settings.data_dir / "fanout-parts"
+        assert not parts.exists() or not any(parts.iterdir())
+    finally:
+        stop_process(process)
