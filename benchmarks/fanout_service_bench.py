@@ -90,6 +90,30 @@ def settings_for(url: str, data_dir: Path, blocks: int) -> dict[str, str]:
     }
 
 
+def features(n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """n rows of 10 Gaussian classes in d dimensions, float32, and their labels."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, CLASSES, size=n)
+    centres = rng.normal(size=(CLASSES, d)).astype(np.float32)
+    return centres[labels] + rng.normal(scale=2.0, size=(n, d)).astype(np.float32), labels
+
+
+def single(args: argparse.Namespace, limits: object) -> None:
+    """The exact analysis of the same data in this one process, on all cores."""
+    from dfp_engine.frequency import analyze_frequency
+
+    z, labels = features(args.n, args.d)
+    start = time.perf_counter()
+    analyze_frequency(z, labels, auto_deltas=DELTAS)
+    out: dict[str, object] = {"n": args.n, "d": args.d, "single_process_s": 0.0}
+    out["single_process_s"] = round(time.perf_counter() - start, 1)
+    if limits is not None:
+        bound = limits.lower_bound(args.n, args.d, DELTAS)  # type: ignore[attr-defined]
+        out["bound_s"] = round(bound, 1)
+        out["single_over_bound"] = round(float(out["single_process_s"]) / bound, 3)  # type: ignore[arg-type]
+    print(json.dumps(out, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=40_000)
@@ -97,6 +121,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--no-bound", action="store_true", help="skip measuring the bound")
+    parser.add_argument(
+        "--single",
+        action="store_true",
+        help="instead: the same data analysed exactly by one process on all cores",
+    )
     parser.add_argument(
         "--model-from",
         type=Path,
@@ -112,6 +141,9 @@ def main() -> None:
         return
 
     limits = None if args.no_bound else measure_limits()
+    if args.single:
+        single(args, limits)
+        return
     redis.Redis.from_url(REDIS).flushdb()
     url = fresh_database()
     folder = Path(tempfile.mkdtemp(prefix="dfp-fanout-bench-"))
@@ -120,10 +152,7 @@ def main() -> None:
     settings = Settings()
     db = Database.from_settings(settings)
 
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, CLASSES, size=args.n)
-    centres = rng.normal(size=(CLASSES, args.d)).astype(np.float32)
-    z = centres[labels] + rng.normal(scale=2.0, size=(args.n, args.d)).astype(np.float32)
+    z, labels = features(args.n, args.d)
     path = folder / "features.npz"
     np.savez(path, z=z, y=labels)
     del z

@@ -120,16 +120,32 @@ def block_partial(
     return BlockPartial(first_row=first, sums=np.ascontiguousarray(stacked))
 
 
-def reduce_partials(partials: Iterable[BlockPartial], n: int) -> LowpassSums:
-    """The whole off-diagonal sums from every block's partial, added in the order given.
+class PartialSum:
+    """Adds block partials into the whole sums as they arrive, in block order (float64).
 
     Rows a block cannot touch are exactly zero in it, so adding only its own rows changes no
-    bit; callers pass the partials in block order, whoever computed them."""
-    total: np.ndarray | None = None
+    bit; the same sequence of additions happens however the partials arrive."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.added = 0  # partials added so far: blocks 0 … added - 1
+        self._total: np.ndarray | None = None  # (|δ|, n, k + 1)
+
+    def add(self, part: BlockPartial) -> None:
+        if self._total is None:
+            self._total = np.zeros((part.sums.shape[0], self.n, part.sums.shape[2]))
+        self._total[:, part.first_row :] += part.sums
+        self.added += 1
+
+    def result(self) -> LowpassSums:
+        if self._total is None:
+            raise ValueError("no block partials to reduce")
+        return LowpassSums(values=self._total[:, :, :-1], weights=self._total[:, :, -1])
+
+
+def reduce_partials(partials: Iterable[BlockPartial], n: int) -> LowpassSums:
+    """The whole off-diagonal sums from every block's partial, given in block order."""
+    total = PartialSum(n)
     for part in partials:
-        if total is None:
-            total = np.zeros((part.sums.shape[0], n, part.sums.shape[2]))
-        total[:, part.first_row :] += part.sums
-    if total is None:
-        raise ValueError("no block partials to reduce")
-    return LowpassSums(values=total[:, :, :-1], weights=total[:, :, -1])
+        total.add(part)
+    return total.result()

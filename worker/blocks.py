@@ -9,13 +9,11 @@ that fanned it out is over. A block whose worker shuts down is handed back to th
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -106,7 +104,10 @@ def plan_record(
     }
 
 
-def operand_of(fanout_id: uuid.UUID, record: dict[str, object], z: Path, values: Path) -> Operand:
+def operand_of(
+    fanout_id: uuid.UUID, record: dict[str, object], z: np.ndarray, values: np.ndarray
+) -> Operand:
+    """The Operand of a fan-out from its plan record and its arrays (`load_operand`)."""
     plan = BlockPlan(
         n=int(record["n"]),  # type: ignore[call-overload]
         block_size=int(record["block_size"]),  # type: ignore[call-overload]
@@ -117,9 +118,14 @@ def operand_of(fanout_id: uuid.UUID, record: dict[str, object], z: Path, values:
         plan=plan,
         deltas=[float(v) for v in record["deltas"]],  # type: ignore[attr-defined]
         threads=int(record["threads"]),  # type: ignore[call-overload]
-        z=np.load(z, mmap_mode="r") if record.get("stream", True) else np.load(z),
-        values=np.load(values),
+        z=z,
+        values=values,
     )
+
+
+def streams(record: dict[str, object]) -> bool:
+    """Whether the fan-out's blocks stream the operand from a mapped file (else: in memory)."""
+    return bool(record.get("stream", True))
 
 
 class _OperandCache:
@@ -139,10 +145,14 @@ class _OperandCache:
             record = lifecycle.plan_of(uow.session, fanout_id)
             if record is None:
                 raise FileNotFoundError(f"fan-out {fanout_id} is gone")
-            z = self._files.enter_context(store.local_copy(uow.session, fanout_id, OPERAND_PART))
-            values = self._files.enter_context(
-                store.local_copy(uow.session, fanout_id, VALUES_PART)
-            )
+            values = store.read_array(uow.session, fanout_id, VALUES_PART)
+            if streams(record):
+                path = self._files.enter_context(
+                    store.local_copy(uow.session, fanout_id, OPERAND_PART)
+                )
+                z = np.load(path, mmap_mode="r")
+            else:
+                z = store.read_array(uow.session, fanout_id, OPERAND_PART)
         self.current = operand_of(fanout_id, record, z, values)
         return self.current
 
@@ -235,11 +245,8 @@ def _end(ctx: WorkerContext, lease: BlockLease, status: Status | None, message: 
 def store_partial(ctx: WorkerContext, lease: BlockLease, partial: BlockPartial) -> bool:
     """The block's partial sums and its end, in one transaction; False if the lease was lost."""
     store = part_store(ctx.db, ctx.settings)
-    with tempfile.TemporaryDirectory(prefix="dfp-block-") as folder:
-        path = Path(folder) / "partial.npy"
-        np.save(path, partial.sums)
-        with ctx.db.unit_of_work() as uow:
-            if not lifecycle.finish_block(uow.session, lease):
-                return False
-            store.write(uow, lease.fanout_id, lease.block, path)
+    with ctx.db.unit_of_work() as uow:
+        if not lifecycle.finish_block(uow.session, lease):
+            return False
+        store.write_array(uow, lease.fanout_id, lease.block, partial.sums)
     return True

@@ -11,7 +11,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,10 @@ from dfp.experiments.lifecycle import Lease
 from dfp.fanout import lifecycle
 from dfp.fanout.store import OPERAND_PART, VALUES_PART, part_store
 from dfp_engine.captured import AnalysisCancelledError
-from dfp_engine.fanout import BlockPartial, BlockPlan, plan_blocks, reduce_partials, write_operand
+from dfp_engine.fanout import BlockPartial, BlockPlan, PartialSum, plan_blocks, write_operand
 from dfp_engine.lowpass import LowpassSums, lowpass_sums
 from dfp_engine.status import Status
-from worker.blocks import Operand, compute, operand_of, plan_record
+from worker.blocks import Operand, compute, operand_of, plan_record, streams
 from worker.context import WorkerContext, holder_alive
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,7 @@ class FanOut:
         with tempfile.TemporaryDirectory(prefix="dfp-fanout-") as folder:
             operand, fanout_id = self._publish(Path(folder), z, values, list(deltas), plan, options)
             try:
-                partials = self._compute(operand, on_progress)
-                return reduce_partials(partials, len(z))
+                return self._compute(operand, on_progress)
             finally:
                 self._close(fanout_id)
 
@@ -84,9 +83,9 @@ class FanOut:
     ) -> tuple[Operand, uuid.UUID]:
         """Write the operand, record the fan-out and its blocks, send the blocks' tasks."""
         ctx, lease = self.ctx, self.lease
-        z_path, values_path = folder / "z.npy", folder / "values.npy"
+        z_path = folder / "z.npy"
         write_operand(z, options.get("scale"), z_path, options.get("dtype", np.float32))
-        np.save(values_path, np.ascontiguousarray(values, dtype=np.float64))
+        targets = np.ascontiguousarray(values, dtype=np.float64)
         operand_bytes = z_path.stat().st_size
         threads = ctx.settings.fanout_threads or len(os.sched_getaffinity(0))
         record = plan_record(plan, deltas, threads, operand_bytes)
@@ -102,10 +101,11 @@ class FanOut:
                 uow.session, lease, label, plan.n, record, len(plan.blocks)
             )
             store.write(uow, fanout_id, OPERAND_PART, z_path)
-            store.write(uow, fanout_id, VALUES_PART, values_path)
+            store.write_array(uow, fanout_id, VALUES_PART, targets)
             uow.after_commit(lambda: self._send(block_ids))
         log.info("%s: %s rows in %s row blocks", label, plan.n, len(plan.blocks))
-        return operand_of(fanout_id, record, z_path, values_path), fanout_id
+        z_operand = np.load(z_path, mmap_mode="r") if streams(record) else np.load(z_path)
+        return operand_of(fanout_id, record, z_operand, targets), fanout_id
 
     def _send(self, block_ids: Sequence[int]) -> None:
         for block_id in block_ids:
@@ -117,14 +117,19 @@ class FanOut:
 
     def _compute(
         self, operand: Operand, on_progress: Callable[[float], None] | None
-    ) -> Iterator[BlockPartial]:
-        """Every block's partial, in block order, once all are done (own ones kept in memory)."""
+    ) -> LowpassSums:
+        """The whole sums: blocks computed here or elsewhere, their partials added in block
+        order as soon as each one's predecessors are in, so little is left once the last ends."""
         ctx, plan = self.ctx, operand.plan
         total = sum(plan.tiles(b) for b in range(len(plan.blocks)))
         own: dict[int, BlockPartial] = {}
+        reduced = PartialSum(plan.n)
         while True:
             with ctx.db.unit_of_work() as uow:
                 states = lifecycle.block_states(uow.session, operand.fanout_id)
+            while reduced.added < len(states) and states[reduced.added].status == Status.SUCCEEDED:
+                b = reduced.added
+                reduced.add(own.pop(b) if b in own else self._stored(operand, b))
             done = sum(plan.tiles(s.block) for s in states if s.status == Status.SUCCEEDED)
             self._progress(on_progress, done / total)
             if any(s.status == Status.CANCELLED for s in states):
@@ -152,8 +157,7 @@ class FanOut:
                 continue
             if not self._requeue_lost(operand.fanout_id):
                 time.sleep(POLL_SECONDS)
-        blocks = range(len(plan.blocks))
-        return (own.pop(b) if b in own else self._stored(operand, b) for b in blocks)
+        return reduced.result()
 
     def _progress(self, on_progress: Callable[[float], None] | None, fraction: float) -> None:
         if self.should_cancel():
@@ -189,11 +193,8 @@ class FanOut:
 
     def _stored(self, operand: Operand, block: int) -> BlockPartial:
         store = part_store(self.ctx.db, self.ctx.settings)
-        with (
-            self.ctx.db.unit_of_work() as uow,
-            store.local_copy(uow.session, operand.fanout_id, block) as path,
-        ):
-            sums = np.load(path)
+        with self.ctx.db.unit_of_work() as uow:
+            sums = store.read_array(uow.session, operand.fanout_id, block)
         return BlockPartial(first_row=operand.plan.first_row(block), sums=sums)
 
     def _close(self, fanout_id: uuid.UUID) -> None:

@@ -8,14 +8,16 @@ PostgreSQL: ordered 1 MiB rows of `fanout_chunks`, written in the writer's trans
 from __future__ import annotations
 
 import contextlib
+import io
 import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+import numpy as np
 from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
@@ -26,6 +28,8 @@ from dfp.storage.models import FanoutChunk
 
 OPERAND_PART = -1
 VALUES_PART = -2
+# Chunks sent to the database per statement.
+_BATCH = 16
 _INSERT = insert(FanoutChunk).values(
     fanout_id=bindparam("fanout_id"), part=bindparam("part"), seq=bindparam("seq"),
     data=bindparam("data"),
@@ -37,6 +41,14 @@ class PartStore(Protocol):
 
     def write(self, uow: UnitOfWork, fanout_id: uuid.UUID, part: int, source: Path) -> None:
         """Store the file as part of the unit of work."""
+
+    def write_array(
+        self, uow: UnitOfWork, fanout_id: uuid.UUID, part: int, array: np.ndarray
+    ) -> None:
+        """Store the array (as .npy) as part of the unit of work, straight from its memory."""
+
+    def read_array(self, session: Session, fanout_id: uuid.UUID, part: int) -> np.ndarray:
+        """The stored part as an array in memory."""
 
     def remove(self, uow: UnitOfWork, fanout_id: uuid.UUID) -> None:
         """Remove every part once the unit of work commits."""
@@ -58,17 +70,61 @@ class ChunkedPartStore:
                 uow.session.execute(_INSERT, row)
                 seq += 1
 
-    def remove(self, uow: UnitOfWork, fanout_id: uuid.UUID) -> None:
-        uow.session.execute(delete(FanoutChunk).where(FanoutChunk.fanout_id == fanout_id))
+    def write_array(
+        self, uow: UnitOfWork, fanout_id: uuid.UUID, part: int, array: np.ndarray
+    ) -> None:
+        data = np.ascontiguousarray(array).data.cast("B")
+        chunks = [npy_header(array)] + [
+            data[start : start + CHUNK_BYTES] for start in range(0, len(data), CHUNK_BYTES)
+        ]
+        for first in range(0, len(chunks), _BATCH):
+            rows = [
+                {"fanout_id": fanout_id, "part": part, "seq": first + i, "data": bytes(chunk)}
+                for i, chunk in enumerate(chunks[first : first + _BATCH])
+            ]
+            uow.session.execute(_INSERT, rows)
 
-    @contextmanager
-    def local_copy(self, session: Session, fanout_id: uuid.UUID, part: int) -> Iterator[Path]:
-        query = (
+    def read_array(self, session: Session, fanout_id: uuid.UUID, part: int) -> np.ndarray:
+        chunks = session.scalars(self._query(fanout_id, part))
+        first = next(iter(chunks), None)
+        if first is None:
+            raise FileNotFoundError(f"fan-out {fanout_id}: part {part} is not stored")
+        head = io.BytesIO(first)
+        version = np.lib.format.read_magic(head)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(head)
+        if fortran:
+            raise ValueError(f"fan-out {fanout_id}: part {part} is not in C order")
+        out = np.empty(shape, dtype=dtype)
+        buffer = out.data.cast("B") if out.size else memoryview(bytearray())
+        rest = first[head.tell() :]
+        buffer[: len(rest)] = rest
+        filled = len(rest)
+        for chunk in chunks:
+            buffer[filled : filled + len(chunk)] = chunk
+            filled += len(chunk)
+        if filled != len(buffer):
+            raise ValueError(f"fan-out {fanout_id}: part {part} is truncated")
+        return out
+
+    def _query(self, fanout_id: uuid.UUID, part: int) -> Any:
+        return (
             select(FanoutChunk.data)
             .where(FanoutChunk.fanout_id == fanout_id, FanoutChunk.part == part)
             .order_by(FanoutChunk.seq)
             .execution_options(yield_per=8)
         )
+
+    def remove(self, uow: UnitOfWork, fanout_id: uuid.UUID) -> None:
+        uow.session.execute(delete(FanoutChunk).where(FanoutChunk.fanout_id == fanout_id))
+
+    @contextmanager
+    def local_copy(self, session: Session, fanout_id: uuid.UUID, part: int) -> Iterator[Path]:
+        query = self._query(fanout_id, part)
         handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - removed in the finally below
             prefix="dfp-fanout-", suffix=".npy", delete=False
         )
@@ -102,6 +158,22 @@ class DirectoryPartStore:
         partial.replace(target)
         uow.after_rollback(lambda: target.unlink(missing_ok=True))
 
+    def write_array(
+        self, uow: UnitOfWork, fanout_id: uuid.UUID, part: int, array: np.ndarray
+    ) -> None:
+        target = self.path(fanout_id, part)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".partial")
+        with partial.open("wb") as out:
+            np.save(out, array)
+        partial.replace(target)
+        uow.after_rollback(lambda: target.unlink(missing_ok=True))
+
+    def read_array(self, session: Session, fanout_id: uuid.UUID, part: int) -> np.ndarray:
+        with self.local_copy(session, fanout_id, part) as path:
+            loaded: np.ndarray = np.load(path)
+        return loaded
+
     def remove(self, uow: UnitOfWork, fanout_id: uuid.UUID) -> None:
         folder = self.root / str(fanout_id)
         uow.after_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
@@ -112,6 +184,13 @@ class DirectoryPartStore:
         if not path.is_file():
             raise FileNotFoundError(f"fan-out {fanout_id}: part {part} is missing from {self.root}")
         yield path
+
+
+def npy_header(array: np.ndarray) -> bytes:
+    """The .npy header of `array` (what np.save writes before the data)."""
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, np.lib.format.header_data_from_array_1_0(array))
+    return out.getvalue()
 
 
 def part_store(db: Database, settings: Settings) -> PartStore:

@@ -183,6 +183,38 @@ def test_a_block_whose_worker_is_killed_is_computed_again(pg: Backend, alice: ht
     assert lfr_of(alice, job_id) == expected.lfr
 
 
+def test_a_run_whose_own_worker_dies_mid_fanout_starts_again_from_a_new_fanout(
+    pg: Backend, alice: httpx.Client
+) -> None:
+    """SIGKILL to the process that fanned out: its task is redelivered, the run's next attempt
+    takes over, removes the dead attempt's fan-out and makes its own; the other worker's
+    block of the old attempt stops. One result, the same bits."""
+    data = arrays(5000, d=512, seed=4)
+    job_id = submit(alice, data, SLOW_DELTAS)
+
+    def parent_computing() -> str | None:
+        parent = run_worker(pg, job_id)
+        running = {b.worker for b in blocks_of(pg, job_id) if b.status == "running"}
+        return parent if parent in running and len(running) == 2 else None
+
+    parent: str = wait_for(parent_computing, timeout=120, what="both workers computing blocks")
+    os.kill(int(parent.split(":")[1]), signal.SIGKILL)
+    done = wait_terminal(alice, job_id, timeout=240)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["attempts"] == 2
+    with pg.db.reading() as session:
+        fanouts = list(session.scalars(select(AnalysisFanout.run_attempt)))
+    assert fanouts == [2]  # the first attempt's fan-out is gone with its bytes
+    blocks = blocks_of(pg, job_id)
+    assert len(blocks) == BLOCKS and all(b.status == "succeeded" for b in blocks)
+    assert parent not in {b.worker for b in blocks}
+    expected = analyze_frequency(
+        data["h"], data["labels"], deltas=SLOW_DELTAS, exact_sums=one_process_fanout
+    )
+    assert lfr_of(alice, job_id) == expected.lfr
+    assert stored_chunks(pg) == 0
+
+
 def test_a_cancel_reaches_every_block(pg: Backend, alice: httpx.Client) -> None:
     data = arrays(5000, d=512, seed=2)
     job_id = submit(alice, data, SLOW_DELTAS)
