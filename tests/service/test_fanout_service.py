@@ -10,6 +10,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -78,7 +79,7 @@ def one_process_fanout(
     values: np.ndarray,
     deltas: list[float],
     blocks: int = BLOCKS,
-    threads: int = 1,
+    block_threads: int = 1,
     **kw: Any,
 ) -> LowpassSums:
     """What the workers compute, in this process alone: blocks in reverse order, reduced in
@@ -90,7 +91,7 @@ def one_process_fanout(
         stored = np.load(_saved(values, Path(folder)))
         plan = plan_blocks(len(z), len(deltas), blocks, kw.get("block_size"))
         parts = {
-            b: block_partial(operand, stored, deltas, plan, b, threads=threads)
+            b: block_partial(operand, stored, deltas, plan, b, threads=block_threads)
             for b in reversed(range(blocks))
         }
         return reduce_partials((parts[b] for b in range(blocks)), len(z))
@@ -115,7 +116,7 @@ def blocks_of(pg: Backend, job_id: str) -> list[AnalysisBlock]:
             select(AnalysisBlock)
             .join(AnalysisFanout, AnalysisFanout.id == AnalysisBlock.fanout_id)
             .join(Run, Run.id == AnalysisFanout.run_id)
-            .where(Run.job_id == job_id)
+            .where(Run.job_id == uuid.UUID(job_id))
             .order_by(AnalysisFanout.created_at, AnalysisBlock.block)
         )
         rows = list(session.scalars(query))
@@ -125,7 +126,7 @@ def blocks_of(pg: Backend, job_id: str) -> list[AnalysisBlock]:
 
 def run_worker(pg: Backend, job_id: str) -> str | None:
     with pg.db.reading() as session:
-        return session.scalar(select(Run.worker).where(Run.job_id == job_id))
+        return session.scalar(select(Run.worker).where(Run.job_id == uuid.UUID(job_id)))
 
 
 def stored_chunks(pg: Backend) -> int:
@@ -298,7 +299,7 @@ def test_embedded_mode_fans_out_through_the_data_directory(
                 data["h"],
                 data["labels"],
                 deltas=DELTAS,
-                exact_sums=partial(one_process_fanout, blocks=3, threads=threads),
+                exact_sums=partial(one_process_fanout, blocks=3, block_threads=threads),
             )
             assert lfr_of(client, job_id) == expected.lfr
         parts = settings.data_dir / "fanout-parts"
