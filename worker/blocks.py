@@ -19,8 +19,9 @@ import numpy as np
 
 from dfp.fanout import lifecycle
 from dfp.fanout.lifecycle import BlockLease
+from dfp.fanout.plan import FanoutPlan
 from dfp.fanout.store import OPERAND_PART, VALUES_PART, part_store
-from dfp_engine.fanout import BlockPartial, BlockPlan, block_partial
+from dfp_engine.fanout import BlockPartial, block_partial
 from dfp_engine.status import Status
 from worker import shutdown
 from worker.context import WorkerContext, holder_alive
@@ -28,8 +29,6 @@ from worker.retry import retrying
 
 log = logging.getLogger(__name__)
 
-# Operands up to this size are loaded by every block's worker; larger ones are streamed.
-IN_MEMORY_OPERAND_BYTES = 2 * 2**30
 # Why a block stopped before its end (BlockMonitor.stop_reason).
 NOT_WANTED = "not_wanted"  # cancelled, or its run attempt is over
 SHUTDOWN = "shutdown"
@@ -82,50 +81,9 @@ class Operand:
     """What every block of one fan-out computes from (dfp_engine.fanout.block_partial)."""
 
     fanout_id: uuid.UUID
-    plan: BlockPlan
-    deltas: list[float]
-    threads: int
-    z: np.ndarray  # (n, d), loaded or memory-mapped as the plan says
+    plan: FanoutPlan
+    z: np.ndarray  # (n, d), in memory or memory-mapped as the plan says
     values: np.ndarray  # (n, k) float64
-
-
-def plan_record(
-    plan: BlockPlan, deltas: list[float], threads: int, operand_bytes: int
-) -> dict[str, object]:
-    """The fan-out row's `plan`: everything a block needs besides the operand's bytes."""
-    return {
-        "n": plan.n,
-        "block_size": plan.block_size,
-        "blocks": [list(b) for b in plan.blocks],
-        "deltas": deltas,
-        "threads": threads,
-        # Held in memory the tiles run about 12 % faster than streamed from the mapped file.
-        "stream": operand_bytes > IN_MEMORY_OPERAND_BYTES,
-    }
-
-
-def operand_of(
-    fanout_id: uuid.UUID, record: dict[str, object], z: np.ndarray, values: np.ndarray
-) -> Operand:
-    """The Operand of a fan-out from its plan record and its arrays (`load_operand`)."""
-    plan = BlockPlan(
-        n=int(record["n"]),  # type: ignore[call-overload]
-        block_size=int(record["block_size"]),  # type: ignore[call-overload]
-        blocks=[(int(lo), int(hi)) for lo, hi in record["blocks"]],  # type: ignore[attr-defined]
-    )
-    return Operand(
-        fanout_id=fanout_id,
-        plan=plan,
-        deltas=[float(v) for v in record["deltas"]],  # type: ignore[attr-defined]
-        threads=int(record["threads"]),  # type: ignore[call-overload]
-        z=z,
-        values=values,
-    )
-
-
-def streams(record: dict[str, object]) -> bool:
-    """Whether the fan-out's blocks stream the operand from a mapped file (else: in memory)."""
-    return bool(record.get("stream", True))
 
 
 class _OperandCache:
@@ -142,18 +100,18 @@ class _OperandCache:
         self.clear()
         store = part_store(ctx.db, ctx.settings)
         with ctx.db.unit_of_work() as uow:
-            record = lifecycle.plan_of(uow.session, fanout_id)
-            if record is None:
+            plan = lifecycle.plan_of(uow.session, fanout_id)
+            if plan is None:
                 raise FileNotFoundError(f"fan-out {fanout_id} is gone")
             values = store.read_array(uow.session, fanout_id, VALUES_PART)
-            if streams(record):
+            if plan.stream:
                 path = self._files.enter_context(
                     store.local_copy(uow.session, fanout_id, OPERAND_PART)
                 )
                 z = np.load(path, mmap_mode="r")
             else:
                 z = store.read_array(uow.session, fanout_id, OPERAND_PART)
-        self.current = operand_of(fanout_id, record, z, values)
+        self.current = Operand(fanout_id, plan, z, values)
         return self.current
 
     def clear(self) -> None:
@@ -216,10 +174,10 @@ def compute(
             return block_partial(
                 operand.z,
                 operand.values,
-                operand.deltas,
-                operand.plan,
+                operand.plan.deltas,
+                operand.plan.blocks,
                 lease.block,
-                threads=operand.threads,
+                threads=operand.plan.threads,
                 on_progress=progress,
             )
         except BlockStoppedError:

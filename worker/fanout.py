@@ -19,12 +19,13 @@ import numpy as np
 
 from dfp.experiments.lifecycle import Lease
 from dfp.fanout import lifecycle
+from dfp.fanout.plan import FanoutPlan
 from dfp.fanout.store import OPERAND_PART, VALUES_PART, part_store
 from dfp_engine.captured import AnalysisCancelledError
 from dfp_engine.fanout import BlockPartial, BlockPlan, PartialSum, plan_blocks, write_operand
 from dfp_engine.lowpass import LowpassSums, lowpass_sums
 from dfp_engine.status import Status
-from worker.blocks import Operand, compute, operand_of, plan_record, streams
+from worker.blocks import Operand, compute
 from worker.context import WorkerContext, holder_alive
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,8 @@ class FanOut:
         z_path = folder / "z.npy"
         write_operand(z, options.get("scale"), z_path, options.get("dtype", np.float32))
         targets = np.ascontiguousarray(values, dtype=np.float64)
-        operand_bytes = z_path.stat().st_size
         threads = ctx.settings.fanout_threads or len(os.sched_getaffinity(0))
-        record = plan_record(plan, deltas, threads, operand_bytes)
+        fanout_plan = FanoutPlan.build(plan, deltas, threads, z_path.stat().st_size)
         store = part_store(ctx.db, ctx.settings)
         label = f"run {lease.run_id} attempt {lease.attempt}: exact analysis {self.count}"
         with ctx.db.unit_of_work() as uow:
@@ -97,15 +97,13 @@ class FanOut:
             for old in earlier:
                 store.remove(uow, old)
             lifecycle.delete_fanouts(uow.session, earlier)
-            fanout_id, block_ids = lifecycle.create(
-                uow.session, lease, label, plan.n, record, len(plan.blocks)
-            )
+            fanout_id, block_ids = lifecycle.create(uow.session, lease, label, fanout_plan)
             store.write(uow, fanout_id, OPERAND_PART, z_path)
             store.write_array(uow, fanout_id, VALUES_PART, targets)
             uow.after_commit(lambda: self._send(block_ids))
         log.info("%s: %s rows in %s row blocks", label, plan.n, len(plan.blocks))
-        z_operand = np.load(z_path, mmap_mode="r") if streams(record) else np.load(z_path)
-        return operand_of(fanout_id, record, z_operand, targets), fanout_id
+        z_operand = np.load(z_path, mmap_mode="r") if fanout_plan.stream else np.load(z_path)
+        return Operand(fanout_id, fanout_plan, z_operand, targets), fanout_id
 
     def _send(self, block_ids: Sequence[int]) -> None:
         for block_id in block_ids:
@@ -120,7 +118,7 @@ class FanOut:
     ) -> LowpassSums:
         """The whole sums: blocks computed here or elsewhere, their partials added in block
         order as soon as each one's predecessors are in, so little is left once the last ends."""
-        ctx, plan = self.ctx, operand.plan
+        ctx, plan = self.ctx, operand.plan.blocks
         total = sum(plan.tiles(b) for b in range(len(plan.blocks)))
         own: dict[int, BlockPartial] = {}
         reduced = PartialSum(plan.n)
@@ -195,7 +193,7 @@ class FanOut:
         store = part_store(self.ctx.db, self.ctx.settings)
         with self.ctx.db.unit_of_work() as uow:
             sums = store.read_array(uow.session, operand.fanout_id, block)
-        return BlockPartial(first_row=operand.plan.first_row(block), sums=sums)
+        return BlockPartial(first_row=operand.plan.blocks.first_row(block), sums=sums)
 
     def _close(self, fanout_id: uuid.UUID) -> None:
         """End what is unfinished (cancel reaches every block) and remove the stored bytes."""

@@ -19,6 +19,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from dfp.experiments.lifecycle import HolderCheck, Lease
+from dfp.fanout.plan import FanoutPlan
 from dfp.settings import Settings
 from dfp.storage.models import AnalysisBlock, AnalysisFanout, Job, Run
 from dfp.storage.types import utcnow
@@ -66,15 +67,20 @@ class BlockState:
 
 
 def create(
-    session: Session, lease: Lease, label: str, n: int, plan: dict[str, Any], blocks: int
+    session: Session, lease: Lease, label: str, plan: FanoutPlan
 ) -> tuple[uuid.UUID, list[int]]:
-    """A fan-out of the leased run with `blocks` queued blocks: its id and the block ids."""
+    """A fan-out of the leased run with its blocks queued: its id and the block ids."""
     fanout = AnalysisFanout(
-        run_id=lease.run_id, run_attempt=lease.attempt, label=label[:200], n=n, plan=plan
+        run_id=lease.run_id,
+        run_attempt=lease.attempt,
+        label=label[:200],
+        n=plan.blocks.n,
+        plan=plan.to_json(),
     )
     session.add(fanout)
     session.flush()
-    rows = [AnalysisBlock(fanout_id=fanout.id, block=b, attempts=0) for b in range(blocks)]
+    count = len(plan.blocks.blocks)
+    rows = [AnalysisBlock(fanout_id=fanout.id, block=b, attempts=0) for b in range(count)]
     session.add_all(rows)
     session.flush()
     return fanout.id, [row.id for row in rows]
@@ -93,8 +99,9 @@ def delete_fanouts(session: Session, ids: Sequence[uuid.UUID]) -> None:
         session.execute(delete(AnalysisFanout).where(AnalysisFanout.id.in_(list(ids))))
 
 
-def plan_of(session: Session, fanout_id: uuid.UUID) -> dict[str, Any] | None:
-    return session.scalar(select(AnalysisFanout.plan).where(AnalysisFanout.id == fanout_id))
+def plan_of(session: Session, fanout_id: uuid.UUID) -> FanoutPlan | None:
+    data = session.scalar(select(AnalysisFanout.plan).where(AnalysisFanout.id == fanout_id))
+    return None if data is None else FanoutPlan.from_json(data)
 
 
 def claim_block(
