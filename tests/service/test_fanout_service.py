@@ -32,8 +32,9 @@ from dfp_engine.lowpass import LowpassSums
 BLOCKS = 6
 MIN_ROWS = 1000
 DELTAS = [2.0, 1.0, 0.5, 0.25, 0.12, 0.06, 0.03, 0.015]
-# Blocks that take a few seconds each, to be caught while they run.
-SLOW_DELTAS = [float(v) for v in np.geomspace(4.0, 0.01, 40)]
+# Blocks that take seconds each, so that both workers (one maybe a pool process restarted
+# after the previous test killed it) are caught computing.
+SLOW_DELTAS = [float(v) for v in np.geomspace(4.0, 0.01, 100)]
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,9 @@ def _saved(values: np.ndarray, folder: Path) -> Path:
 
 
 def submit(alice: httpx.Client, data: dict[str, np.ndarray], deltas: list[float] = DELTAS) -> str:
-    dataset_id = upload(alice, npz_bytes(**data)).json()["id"]
+    uploaded = upload(alice, npz_bytes(**data))
+    assert uploaded.status_code in (200, 201), uploaded.text
+    dataset_id = uploaded.json()["id"]
     body = {"dataset_id": dataset_id, "features": ["h"], "targets": "labels", "deltas": deltas}
     response = alice.post("/v1/analyses", json=body)
     assert response.status_code == 202, response.text
@@ -134,6 +137,20 @@ def stored_chunks(pg: Backend) -> int:
         return int(session.scalar(select(func.count()).select_from(FanoutChunk)) or 0)
 
 
+def both_workers_take_blocks(pg: Backend, alice: httpx.Client) -> None:
+    """Wait until a small fan-out is computed by both workers: a pool process the previous
+    test killed has been replaced and takes tasks again."""
+
+    seeds = iter(range(100, 1000))
+
+    def spread() -> bool:
+        job_id = submit(alice, arrays(MIN_ROWS, d=64, seed=next(seeds)))
+        assert wait_terminal(alice, job_id)["status"] == "succeeded"
+        return len({b.worker for b in blocks_of(pg, job_id)}) == 2
+
+    wait_for(spread, timeout=120, what="both workers to take blocks", every=0.5)
+
+
 def lfr_of(alice: httpx.Client, job_id: str) -> list[float]:
     result = alice.get(f"/v1/analyses/{job_id}/results").json()
     return list(result["layers"][0]["lfr"])
@@ -160,7 +177,8 @@ def test_blocks_spread_over_both_workers_and_reduce_to_one_process_bits(
 
 
 def test_a_block_whose_worker_is_killed_is_computed_again(pg: Backend, alice: httpx.Client) -> None:
-    data = arrays(5000, d=512, seed=1)
+    both_workers_take_blocks(pg, alice)
+    data = arrays(5000, d=1024, seed=1)
     job_id = submit(alice, data, SLOW_DELTAS)
 
     def helper_block() -> AnalysisBlock | None:
@@ -190,7 +208,8 @@ def test_a_run_whose_own_worker_dies_mid_fanout_starts_again_from_a_new_fanout(
     """SIGKILL to the process that fanned out: its task is redelivered, the run's next attempt
     takes over, removes the dead attempt's fan-out and makes its own; the other worker's
     block of the old attempt stops. One result, the same bits."""
-    data = arrays(5000, d=512, seed=4)
+    both_workers_take_blocks(pg, alice)
+    data = arrays(5000, d=1024, seed=4)
     job_id = submit(alice, data, SLOW_DELTAS)
 
     def parent_computing() -> str | None:
@@ -204,7 +223,13 @@ def test_a_run_whose_own_worker_dies_mid_fanout_starts_again_from_a_new_fanout(
     assert done["status"] == "succeeded", done["error"]
     assert done["attempts"] == 2
     with pg.db.reading() as session:
-        fanouts = list(session.scalars(select(AnalysisFanout.run_attempt)))
+        fanouts = list(
+            session.scalars(
+                select(AnalysisFanout.run_attempt)
+                .join(Run, Run.id == AnalysisFanout.run_id)
+                .where(Run.job_id == uuid.UUID(job_id))
+            )
+        )
     assert fanouts == [2]  # the first attempt's fan-out is gone with its bytes
     blocks = blocks_of(pg, job_id)
     assert len(blocks) == BLOCKS and all(b.status == "succeeded" for b in blocks)
@@ -217,7 +242,8 @@ def test_a_run_whose_own_worker_dies_mid_fanout_starts_again_from_a_new_fanout(
 
 
 def test_a_cancel_reaches_every_block(pg: Backend, alice: httpx.Client) -> None:
-    data = arrays(5000, d=512, seed=2)
+    both_workers_take_blocks(pg, alice)
+    data = arrays(5000, d=1024, seed=2)
     job_id = submit(alice, data, SLOW_DELTAS)
 
     def both_computing() -> bool:
