@@ -125,7 +125,7 @@ _operands = _OperandCache()
 
 def execute_block(ctx: WorkerContext, block_id: int) -> None:
     """The whole task body: every way it stops leaves the block ended, handed back or lost."""
-    lease = retrying(lambda: _claim(ctx, block_id), what=f"claim of row block {block_id}")
+    lease = retrying(lambda: claim(ctx, block_id), what=f"claim of row block {block_id}")
     if lease is None:
         log.info("row block %s: nothing to do (taken, finished or no longer wanted)", block_id)
         return
@@ -143,7 +143,8 @@ def execute_block(ctx: WorkerContext, block_id: int) -> None:
         log.info("row block %s: %s", block_id, "stored" if stored else "lease lost; discarded")
 
 
-def _claim(ctx: WorkerContext, block_id: int) -> BlockLease | None:
+def claim(ctx: WorkerContext, block_id: int) -> BlockLease | None:
+    """The block's lease for this process, or None when there is nothing to do."""
     with ctx.db.unit_of_work() as uow:
         return lifecycle.claim_block(
             uow.session,

@@ -25,7 +25,7 @@ from dfp_engine.captured import AnalysisCancelledError
 from dfp_engine.fanout import BlockPartial, BlockPlan, PartialSum, plan_blocks, write_operand
 from dfp_engine.lowpass import LowpassSums, lowpass_sums
 from dfp_engine.status import Status
-from worker.blocks import Operand, compute
+from worker.blocks import Operand, claim, compute
 from worker.context import WorkerContext, holder_alive
 
 log = logging.getLogger(__name__)
@@ -164,18 +164,9 @@ class FanOut:
             on_progress(fraction)
 
     def _claim_next(self, fanout_id: uuid.UUID) -> lifecycle.BlockLease | None:
-        ctx = self.ctx
-        with ctx.db.unit_of_work() as uow:
+        with self.ctx.db.unit_of_work() as uow:
             block_id = lifecycle.next_queued(uow.session, fanout_id)
-            if block_id is None:
-                return None
-            return lifecycle.claim_block(
-                uow.session,
-                block_id,
-                worker=ctx.worker_name,
-                settings=ctx.settings,
-                holder_alive=holder_alive,
-            )
+        return None if block_id is None else claim(self.ctx, block_id)
 
     def _requeue_lost(self, fanout_id: uuid.UUID) -> bool:
         """The reconciler's rules for this fan-out's blocks; True if any was re-queued."""
