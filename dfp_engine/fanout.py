@@ -76,7 +76,7 @@ def plan_blocks(n: int, n_deltas: int, parts: int, block_size: int | None = None
 
 
 def write_operand(z: np.ndarray, scale: np.ndarray | None, path: Path, dtype: Any) -> None:
-    """Store z * scale (n, d) as an .npy of `dtype`, the operand every block reads mapped.
+    """Store z * scale (n, d) as an .npy of `dtype`: the operand every block of a fan-out reads.
 
     Written in row chunks, so a memory-mapped z is read once and never held whole."""
     n, d = z.shape
