@@ -182,9 +182,9 @@ def test_a_stream_on_another_api_process_follows_the_run_to_its_end(
     _, (first, second) = two_api_processes
     key = pg.key("alice")
     with httpx.Client(base_url=first, headers=auth(key), timeout=60) as client:
-        # Two runs one after the other: still training when the long-polls below are done,
-        # however fast the machine is.
-        body = training_spec(sweep={"field": "model.depth", "values": [2, 3]})
+        # Three runs one after the other: still training when the long-polls below are done,
+        # however fast the machine is (an idle 2-core machine trains 4 000 epochs in 5 s).
+        body = training_spec(epochs=5000, sweep={"field": "model.depth", "values": [2, 3, 4]})
         job_id = client.post("/v1/experiments", json=body).json()["id"]
 
         # The long-poll answers when progress moves, not only when the status changes.
@@ -195,7 +195,7 @@ def test_a_stream_on_another_api_process_follows_the_run_to_its_end(
             every=1.0,  # within the key's rate of one request a second
         )
         polled_epochs = set()
-        for _ in range(3):
+        for _ in range(4):
             started = time.monotonic()
             polled = client.get(f"/v1/experiments/{job_id}", params={"wait": 30}).json()
             assert time.monotonic() - started < MAX_GAP
