@@ -236,36 +236,7 @@ def _list_filters(request: Request) -> tuple[dict[str, Any], list[str]]:
 @router.get("/experiments")
 async def experiments_page(request: Request) -> Response:
     """Your experiments, newest first, a page at a time, with filters and live progress."""
-    filters, problems = _list_filters(request)
-
-    def work(uow: UnitOfWork, session: VerifiedSession) -> Response:
-        listing = None
-        if not problems:
-            listing = service.list_experiments(
-                uow.session,
-                session.owner,
-                limit=PAGE_SIZE,
-                cursor=filters["cursor"],
-                status=[s for s in filters["status"] if s in STATUSES],
-                tag=filters["tag"],
-                name=filters["name"],
-            )
-        query = [("status", s) for s in filters["status"]]
-        query += [(k, filters[k]) for k in ("tag", "name") if filters[k]]
-        return render(
-            request,
-            "experiments.html",
-            200 if not problems else 422,
-            owner=session.owner,
-            csrf_token=session.csrf_token,
-            listing=listing,
-            filters=filters,
-            problems=problems,
-            statuses=STATUSES,
-            query=query,
-        )
-
-    return await page(request, work)
+    return await _jobs_page(request, service.EXPERIMENT, "experiments.html")
 
 
 def _experiment_context(uow: UnitOfWork, owner: str, experiment_id: uuid.UUID) -> dict[str, Any]:
@@ -366,6 +337,11 @@ async def datasets_page(request: Request) -> Response:
 @router.get("/analyses")
 async def analyses_page(request: Request) -> Response:
     """Your analyses of uploaded representations, newest first, with live progress."""
+    return await _jobs_page(request, service.ANALYSIS, "analyses.html")
+
+
+async def _jobs_page(request: Request, kind: str, template: str) -> Response:
+    """A page of the owner's jobs of one kind, with the list's filters."""
     filters, problems = _list_filters(request)
 
     def work(uow: UnitOfWork, session: VerifiedSession) -> Response:
@@ -376,7 +352,7 @@ async def analyses_page(request: Request) -> Response:
                 session.owner,
                 limit=PAGE_SIZE,
                 cursor=filters["cursor"],
-                kind=service.ANALYSIS,
+                kind=kind,
                 status=filters["status"],
                 tag=filters["tag"],
                 name=filters["name"],
@@ -385,7 +361,7 @@ async def analyses_page(request: Request) -> Response:
         query += [(k, filters[k]) for k in ("tag", "name") if filters[k]]
         return render(
             request,
-            "analyses.html",
+            template,
             200 if not problems else 422,
             owner=session.owner,
             csrf_token=session.csrf_token,
